@@ -1,0 +1,380 @@
+"""Orbax I/O: atomic, durable saves; committed-checkpoint checks; metadata; bounded reads.
+
+Orbax's own ``force=True`` deletes the old checkpoint before writing the new one,
+and its small JSON files are not fsynced (see shared/reference/orbax-notes.md).
+So icnn lets Orbax write into a private staging directory beside the target, fsyncs
+everything, and then swaps it in with one ``renameat2`` call: the target path only
+ever holds a complete old checkpoint or a complete new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.summary import LeafRecord, LeafStats
+
+COMMIT_MARKER = "commit_success.txt"
+TREE_METADATA = "_METADATA"
+ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"
+STAGING_TAG = ".icnn-staging-"
+READ_BATCH_BYTES = 64 << 20  # leaves are read in batches of about this size for --stats
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+
+
+# --- what is a committed checkpoint ----------------------------------------------------
+
+
+def ensure_committed_checkpoint(path: Path) -> None:
+    """Refuse (exit 2) anything that is not a finished Orbax checkpoint directory.
+
+    Orbax's ``metadata()`` happily answers for half-written directories, so the
+    markers are checked here: no tmp suffix, a commit marker and tree metadata.
+    """
+    if not path.exists():
+        raise IcnnError(f"{path}: no such checkpoint")
+    if not path.is_dir():
+        raise IcnnError(f"{path}: not an Orbax checkpoint (it is a file, not a directory)")
+    if ORBAX_TMP_SUFFIX in path.name or STAGING_TAG in path.name:
+        raise IcnnError(
+            f"{path}: an unfinished save left this temporary directory; it is not a checkpoint"
+        )
+    if not (path / TREE_METADATA).is_file():
+        steps = sorted(child.name for child in path.iterdir() if child.name.isdigit())
+        hint = (
+            f" (it holds step directories {', '.join(steps[:5])}: inspect one of them)"
+            if steps
+            else ""
+        )
+        raise IcnnError(f"{path}: not an Orbax checkpoint (no {TREE_METADATA} file){hint}")
+    if not (path / COMMIT_MARKER).is_file():
+        raise IcnnError(f"{path}: Orbax checkpoint was never committed (no {COMMIT_MARKER})")
+
+
+# --- fingerprint -------------------------------------------------------------------------
+
+
+def leaf_path_parts(key_path: Sequence[Any]) -> tuple[str, ...]:
+    """``(DictKey('params'), SequenceKey(0))`` -> ``('params', '0')``."""
+    parts = []
+    for entry in key_path:
+        for attribute in ("key", "idx", "name"):
+            if hasattr(entry, attribute):
+                parts.append(str(getattr(entry, attribute)))
+                break
+        else:
+            parts.append(str(entry))
+    return tuple(parts)
+
+
+def flatten_with_paths(tree: Any, is_leaf: Any = None) -> list[tuple[tuple[str, ...], Any]]:
+    import jax
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+    return [(leaf_path_parts(key_path), leaf) for key_path, leaf in flat]
+
+
+def fingerprint(tree: Any) -> str:
+    """sha256 over every array's path, dtype, shape and bytes, in path order."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for parts, leaf in sorted(flatten_with_paths(tree), key=lambda item: item[0]):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update("/".join(parts).encode())
+        digest.update(f"|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+# --- atomic, durable writes ---------------------------------------------------------------
+
+
+def _renameat2(source: Path, target: Path, flags: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    function = getattr(libc, "renameat2", None)
+    if function is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    result = function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags)
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_directory(Path(directory))
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_path(target: Path) -> Path:
+    return target.parent / f".{target.name}{STAGING_TAG}{os.getpid()}"
+
+
+def clean_stale_staging(target: Path) -> list[Path]:
+    """Remove staging directories left by dead icnn processes for ``target``."""
+    removed = []
+    prefix = f".{target.name}{STAGING_TAG}"
+    if not target.parent.is_dir():
+        return removed
+    for candidate in target.parent.iterdir():
+        if not candidate.name.startswith(prefix):
+            continue
+        pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
+        if pid_text.isdigit() and _process_alive(int(pid_text)) and int(pid_text) != os.getpid():
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
+    return removed
+
+
+def check_output_path(target: Path, force: bool) -> None:
+    """Refuse (exit 2) an output path that cannot take a new checkpoint, before any work."""
+    if target.is_file() or target.is_symlink():
+        raise IcnnError(f"--out {target}: exists and is a file, not a checkpoint directory")
+    if target.exists():
+        if not force:
+            raise IcnnError(f"--out {target}: already exists (pass --force to replace it)")
+        is_checkpoint = (target / TREE_METADATA).is_file() or (target / COMMIT_MARKER).is_file()
+        if not is_checkpoint and any(target.iterdir()):
+            raise IcnnError(
+                f"--out {target}: is a non-empty directory that is not an Orbax checkpoint; "
+                "--force only replaces checkpoints"
+            )
+    parent = _existing_ancestor(target.parent)
+    if not parent.is_dir():
+        raise IcnnError(f"--out {target}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise IcnnError(f"--out {target}: directory {parent} is not writable")
+
+
+def _existing_ancestor(directory: Path) -> Path:
+    directory = directory.absolute()
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return directory
+
+
+def write_checkpoint_atomically(
+    target: Path, variables: Any, custom_metadata: dict[str, Any], force: bool
+) -> None:
+    """Save ``variables`` with Orbax at ``target``; the old checkpoint survives any crash.
+
+    Args:
+      target: checkpoint directory to create (or replace, with ``force``).
+      variables: the pytree to save; ``StandardCheckpointer().restore(target)`` returns it.
+      custom_metadata: plain-JSON metadata stored with it.
+      force: replace an existing checkpoint at ``target``.
+    """
+    import orbax.checkpoint as ocp
+
+    check_output_path(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(target)
+    staging = staging_path(target)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(staging.absolute(), variables, custom_metadata=custom_metadata)
+            checkpointer.wait_until_finished()
+        _fsync_tree(staging)
+        _commit(staging, target, force)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        for leftover in staging.parent.glob(f"{staging.name}{ORBAX_TMP_SUFFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _commit(staging: Path, target: Path, force: bool) -> None:
+    if target.exists() and force:
+        # RENAME_EXCHANGE swaps both names in one step; the old checkpoint then
+        # sits at the staging name and is deleted by the caller's cleanup.
+        _renameat2(staging, target, _RENAME_EXCHANGE)
+    else:
+        try:
+            _renameat2(staging, target, _RENAME_NOREPLACE)
+        except OSError as error:
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise IcnnError(
+                    f"--out {target}: another process created it while this one was writing; "
+                    "its checkpoint was kept",
+                    RUNTIME_ERROR,
+                ) from None
+            raise
+    _fsync_directory(target.parent)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def read_step_metadata(path: Path) -> Any:
+    import orbax.checkpoint as ocp
+
+    ensure_committed_checkpoint(path)
+    with ocp.StandardCheckpointer() as checkpointer:
+        step = checkpointer.metadata(path.absolute())
+    if step.item_metadata is None:
+        raise IcnnError(f"{path}: {TREE_METADATA} is unreadable or damaged", RUNTIME_ERROR)
+    return step
+
+
+def _metadata_tree(step_metadata: Any) -> Any:
+    item = step_metadata.item_metadata
+    return getattr(item, "tree", item)
+
+
+def _is_value_metadata(node: Any) -> bool:
+    return hasattr(node, "dtype") or hasattr(node, "shape")
+
+
+def leaf_records(step_metadata: Any) -> list[LeafRecord]:
+    """One :class:`LeafRecord` per array in the checkpoint, from metadata alone."""
+    import numpy as np
+
+    records = []
+    for parts, meta in flatten_with_paths(_metadata_tree(step_metadata), _is_value_metadata):
+        shape = tuple(int(dim) for dim in (getattr(meta, "shape", None) or ()))
+        dtype = np.dtype(getattr(meta, "dtype", None) or np.float32)
+        size = int(np.prod(shape, dtype=np.int64))
+        records.append(LeafRecord(parts, shape, str(dtype), size * dtype.itemsize))
+    return records
+
+
+def _batches(leaves: Sequence[LeafRecord], budget: int) -> Iterator[list[LeafRecord]]:
+    batch: list[LeafRecord] = []
+    used = 0
+    for leaf in leaves:
+        if batch and used + leaf.nbytes > budget:
+            yield batch
+            batch, used = [], 0
+        batch.append(leaf)
+        used += leaf.nbytes
+    if batch:
+        yield batch
+
+
+def iter_leaf_arrays(
+    path: Path, step_metadata: Any, leaves: Sequence[LeafRecord], budget: int = READ_BATCH_BYTES
+) -> Iterator[tuple[LeafRecord, Any]]:
+    """Yield ``(leaf, numpy array)`` reading a few leaves at a time.
+
+    Peak memory stays near the largest leaf plus ``budget``: each batch is a
+    partial restore (other leaves are ``PLACEHOLDER``) into host numpy arrays,
+    which also sidesteps Orbax's topology checks for sharded saves.
+    """
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    tree = _metadata_tree(step_metadata)
+    for batch in _batches(leaves, budget):
+        wanted = {leaf.path for leaf in batch}
+
+        restore_args = jax.tree_util.tree_map_with_path(
+            lambda key_path, _, wanted=wanted: (
+                ocp.RestoreArgs(restore_type=np.ndarray)
+                if leaf_path_parts(key_path) in wanted
+                else ocp.PLACEHOLDER
+            ),
+            tree,
+            is_leaf=_is_value_metadata,
+        )
+        restored = _restore_with(path, restore_args)
+        arrays = dict(flatten_with_paths(restored, lambda node: node is ocp.PLACEHOLDER))
+        for leaf in batch:
+            yield leaf, arrays[leaf.path]
+        del restored, arrays
+
+
+def _restore_with(path: Path, restore_args: Any) -> Any:
+    import orbax.checkpoint as ocp
+
+    handler = ocp.PyTreeCheckpointHandler()
+    with ocp.Checkpointer(handler) as checkpointer:
+        try:
+            return checkpointer.restore(
+                path.absolute(), args=ocp.args.PyTreeRestore(restore_args=restore_args)
+            )
+        except Exception as error:  # Orbax raises plain Exception for a missing data file
+            raise IcnnError(
+                f"{path}: cannot read array data ({_first_line(error)})", RUNTIME_ERROR
+            ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def leaf_statistics(array: Any) -> LeafStats:
+    """Mean, std, min, max and share of negative entries, in float64."""
+    import numpy as np
+
+    values = np.asarray(array, dtype=np.float64)
+    if values.size == 0:
+        return LeafStats(float("nan"), float("nan"), float("nan"), float("nan"), 0.0)
+    return LeafStats(
+        mean=float(values.mean()),
+        std=float(values.std()),
+        min=float(values.min()),
+        max=float(values.max()),
+        negative_fraction=float(np.count_nonzero(values < 0) / values.size),
+    )
+
+
+def restore_variables(path: Path) -> Any:
+    """The whole tree, restored as Orbax's ``StandardCheckpointer`` would."""
+    import orbax.checkpoint as ocp
+
+    ensure_committed_checkpoint(path)
+    with ocp.StandardCheckpointer() as checkpointer:
+        try:
+            return checkpointer.restore(path.absolute())
+        except Exception as error:  # see _restore_with
+            raise IcnnError(
+                f"{path}: cannot read array data ({_first_line(error)})", RUNTIME_ERROR
+            ) from None
+
+
+@contextlib.contextmanager
+def quiet_absl() -> Iterator[None]:
+    """Keep Orbax's INFO logging off the user's terminal."""
+    from absl import logging as absl_logging
+
+    previous = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(previous)

@@ -1,0 +1,71 @@
+"""The ``icnn`` command: a root that only registers one small module per verb.
+
+Nothing here imports JAX, Flax, Orbax or OTT; each command imports what it needs
+inside its body, so ``icnn --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from icnn_cli import __version__
+from icnn_cli.cli.errors import set_debug
+from icnn_cli.cli.init_command import init
+from icnn_cli.cli.inspect_command import inspect
+from icnn_cli.cli.schema_command import schema
+
+app = typer.Typer(
+    name="icnn",
+    help="Initialise and inspect checkpoints of input convex neural networks (OTT-JAX ICNN).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command()(init)
+app.command()(inspect)
+app.command()(schema)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"icnn {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Initialise and inspect checkpoints of input convex neural networks (OTT-JAX ICNN)."""
+    set_debug(debug)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit as exit_request:
+        code = exit_request.code if isinstance(exit_request.code, int) else 1
+    else:
+        code = 0
+    if "tensorstore" in sys.modules:
+        # After a failed restore, tensorstore's callbacks can print "Event loop is
+        # closed" tracebacks during interpreter teardown; all output is flushed and
+        # every checkpoint committed by now, so skip that teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

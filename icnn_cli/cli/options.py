@@ -1,0 +1,12 @@
+"""Option aliases shared by several commands (``Annotated`` types, as in the ``hf`` CLI)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Write exactly one JSON document to stdout instead of text."),
+]

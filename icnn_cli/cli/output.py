@@ -1,0 +1,66 @@
+"""One output object that knows human vs JSON, so commands never branch on format.
+
+Data goes to stdout; errors, warnings and progress go to stderr. Human output is
+rich when stdout is a terminal, and plain text (no ANSI codes) when it is not or
+when ``NO_COLOR`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+PLAIN_WIDTH = 120  # enough for the widest tree rows when stdout is a file or pipe
+
+
+def is_plain(stream: Any) -> bool:
+    return bool(os.environ.get("NO_COLOR")) or not getattr(stream, "isatty", lambda: False)()
+
+
+def make_console(stream: Any) -> Any:
+    from rich.console import Console
+
+    if is_plain(stream):
+        width = int(os.environ.get("COLUMNS", PLAIN_WIDTH))
+        return Console(
+            file=stream,
+            color_system=None,
+            no_color=True,
+            highlight=False,
+            force_terminal=False,
+            width=width,
+            soft_wrap=False,
+        )
+    return Console(file=stream, highlight=False)
+
+
+class Output:
+    """Writes one command's result as rich/plain text or as exactly one JSON document."""
+
+    def __init__(self, json_mode: bool = False) -> None:
+        self.json_mode = json_mode
+
+    def result(self, data: dict[str, Any], render: Callable[[], Any]) -> None:
+        if self.json_mode:
+            sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        else:
+            make_console(sys.stdout).print(render())
+
+    def status(self, message: str) -> Any:
+        """A spinner on a terminal's stderr while long work runs (a no-op elsewhere)."""
+        import contextlib
+
+        if is_plain(sys.stderr):
+            return contextlib.nullcontext()
+        return make_console(sys.stderr).status(message)
+
+    @staticmethod
+    def warn(message: str) -> None:
+        sys.stderr.write(f"icnn: warning: {message}\n")
+
+    @staticmethod
+    def error(message: str) -> None:
+        sys.stderr.write(f"icnn: error: {message}\n")

@@ -1,0 +1,111 @@
+"""The ``icnn init`` pipeline: config -> module -> keys -> variables -> checkpoint -> summary."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from icnn_cli import checkpoint, model, rngs
+from icnn_cli.config import IcnnConfig
+from icnn_cli.init import abstract_variables, initialize, select_device
+from icnn_cli.spec import METADATA_KEY, CheckpointSpec, SampleSpec, StreamSpec, installed_versions
+from icnn_cli.summary import LeafRecord, Summary
+
+
+@dataclasses.dataclass(frozen=True)
+class InitRequest:
+    """What ``icnn init`` was asked to do, after the config has been validated."""
+
+    config: IcnnConfig
+    config_dir: Path
+    output: Path
+    force: bool = False
+    platform: str | None = None
+    dry_run: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class InitResult:
+    summary: Summary
+    spec: CheckpointSpec | None  # None for a dry run
+    variables: Any = None
+
+
+def leaf_records_of(tree: Any) -> list[LeafRecord]:
+    """Leaf records of an in-memory pytree of arrays or ``ShapeDtypeStruct``s."""
+    import numpy as np
+
+    records = []
+    for parts, leaf in checkpoint.flatten_with_paths(tree):
+        dtype = np.dtype(leaf.dtype)
+        shape = tuple(int(dim) for dim in leaf.shape)
+        records.append(LeafRecord(parts, shape, str(dtype), int(np.prod(shape)) * dtype.itemsize))
+    return records
+
+
+def header_lines(spec: CheckpointSpec) -> list[tuple[str, str]]:
+    return [
+        ("seed", str(spec.seed)),
+        ("streams", spec.streams_text()),
+        ("rng impl", spec.rng_impl),
+        ("fingerprint", spec.fingerprint.removeprefix("sha256:")[:16]),
+        ("device", spec.device),
+    ]
+
+
+def run_init(request: InitRequest) -> InitResult:
+    """Build the ICNN, run its jitted init, and write the checkpoint (unless dry run)."""
+    import jax
+
+    config = request.config
+    if not request.dry_run:
+        checkpoint.check_output_path(request.output, request.force)
+    device = select_device(request.platform)
+    samples, sample_files = model.load_gaussian_map_samples(config.model, request.config_dir)
+    with jax.default_device(device):
+        module = model.build_icnn(config.model, samples)
+        model.check_method(module, config.init.method)
+        stream_keys, stream_records = rngs.derive_stream_keys(config.init)
+        input_shape = config.resolved_input_shape()
+        if request.dry_run:
+            shapes = abstract_variables(module, stream_keys, config.init, input_shape)
+            summary = Summary(
+                path=f"{request.output} (dry run: nothing written)",
+                leaves=leaf_records_of(shapes),
+                header=[("seed", str(config.init.seed)), ("device", str(device))],
+            )
+            return InitResult(summary=summary, spec=None)
+        variables = initialize(module, stream_keys, config.init, input_shape)
+        variables = jax.block_until_ready(variables)
+
+    spec = CheckpointSpec(
+        config=config.model_dump(mode="json", exclude_none=True),
+        seed=config.init.seed,
+        streams=[StreamSpec(**dataclasses.asdict(record)) for record in stream_records],
+        rng_impl=config.init.rng_impl,
+        input_shape=list(input_shape),
+        dtype=config.init.dtype,
+        threefry_partitionable=bool(jax.config.jax_threefry_partitionable),
+        versions=installed_versions(),
+        device=f"{device.platform}:{device.id} ({device.device_kind})",
+        fingerprint=checkpoint.fingerprint(variables),
+        gaussian_map_samples=[
+            SampleSpec(role=f.role, path=str(f.path), sha256=f.sha256, shape=list(f.shape))
+            for f in sample_files
+        ],
+    )
+    with checkpoint.quiet_absl():
+        checkpoint.write_checkpoint_atomically(
+            request.output,
+            variables,
+            {METADATA_KEY: spec.model_dump(mode="json")},
+            request.force,
+        )
+    summary = Summary(
+        path=str(request.output),
+        leaves=leaf_records_of(variables),
+        header=header_lines(spec),
+        spec=spec.model_dump(mode="json"),
+    )
+    return InitResult(summary=summary, spec=spec, variables=variables)

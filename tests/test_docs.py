@@ -1,0 +1,41 @@
+"""README is the user's manual: every command, flag and config key appears in it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from icnn_cli.cli import app
+from icnn_cli.config import GaussianMapSamples, IcnnConfig, InitConfig, ModelConfig, json_schema
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+COMMANDS = {command.callback.__name__: command.callback for command in app.registered_commands}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_an_example(name):
+    assert re.search(rf"^icnn {name}\b", README, re.MULTILINE), f"no example of `icnn {name}`"
+
+
+def test_every_option_is_documented(icnn):
+    for name in COMMANDS:
+        help_text = icnn(name, "--help").stdout
+        for flag in set(re.findall(r"--[a-z][a-z-]+", help_text)) - {"--help"}:
+            assert f"`{flag}" in README, f"README does not document {flag} of icnn {name}"
+
+
+@pytest.mark.parametrize("model", [IcnnConfig, ModelConfig, InitConfig, GaussianMapSamples])
+def test_every_config_key_is_documented(model):
+    for key in model.model_fields:
+        assert f"`{key}`" in README, f"README does not document config key {key}"
+
+
+def test_schema_command_prints_the_pydantic_schema(icnn):
+    result = icnn("schema")
+
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == json_schema()
+    assert "dim_hidden" in json.loads(result.stdout)["$defs"]["ModelConfig"]["properties"]
