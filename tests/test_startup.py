@@ -35,5 +35,5 @@ def test_help_imports_no_heavy_module(argv):
     assert "Usage" in result.stdout or result.stdout.startswith("icnn ")
 
 
-def test_every_command_is_listed():
-    assert COMMANDS == ["init", "inspect", "schema"]
+def test_core_commands_are_registered():
+    assert {"init", "inspect", "schema"} <= set(COMMANDS)
