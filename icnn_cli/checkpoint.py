@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,8 @@ from icnn_cli.summary import LeafRecord, LeafStats
 
 COMMIT_MARKER = "commit_success.txt"
 TREE_METADATA = "_METADATA"
+CHECKPOINT_METADATA = "_CHECKPOINT_METADATA"
+MAX_CHECKPOINT_METADATA_BYTES = 4 << 20  # Orbax's own entries plus an icnn spec are a few KiB
 ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"
 STAGING_TAG = ".icnn-staging-"
 READ_BATCH_BYTES = 64 << 20  # leaves are read in batches of about this size for --stats
@@ -87,15 +90,36 @@ def flatten_with_paths(tree: Any, is_leaf: Any = None) -> list[tuple[tuple[str, 
 
 def fingerprint(tree: Any) -> str:
     """sha256 over every array's path, dtype, shape and bytes, in path order."""
-    import numpy as np
-
-    digest = hashlib.sha256()
+    streaming = StreamingFingerprint()
     for parts, leaf in sorted(flatten_with_paths(tree), key=lambda item: item[0]):
+        streaming.add(parts, leaf)
+    return streaming.value()
+
+
+class StreamingFingerprint:
+    """The same digest as :func:`fingerprint`, fed one leaf at a time in path order.
+
+    Reading a checkpoint leaf by leaf keeps memory bounded; this lets the
+    fingerprint be checked on the way without holding the whole tree.
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._last: tuple[str, ...] | None = None
+
+    def add(self, parts: tuple[str, ...], leaf: Any) -> None:
+        import numpy as np
+
+        if self._last is not None and parts <= self._last:
+            raise ValueError(f"leaves must come in path order: {parts} after {self._last}")
+        self._last = parts
         array = np.ascontiguousarray(np.asarray(leaf))
-        digest.update("/".join(parts).encode())
-        digest.update(f"|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
-    return f"sha256:{digest.hexdigest()}"
+        self._digest.update("/".join(parts).encode())
+        self._digest.update(f"|{array.dtype.str}|{array.shape}|".encode())
+        self._digest.update(array.tobytes())
+
+    def value(self) -> str:
+        return f"sha256:{self._digest.hexdigest()}"
 
 
 # --- atomic, durable writes ---------------------------------------------------------------
@@ -239,14 +263,46 @@ def _commit(staging: Path, target: Path, force: bool) -> None:
 
 
 def read_step_metadata(path: Path) -> Any:
+    """Orbax's step metadata of a committed checkpoint; damaged metadata files raise (exit 1).
+
+    Orbax reports neither kind of damage: a broken ``_METADATA`` gives
+    ``item_metadata=None`` and a broken ``_CHECKPOINT_METADATA`` gives
+    ``custom_metadata={}``, which would make an icnn checkpoint look foreign.
+    """
     import orbax.checkpoint as ocp
 
     ensure_committed_checkpoint(path)
+    check_checkpoint_metadata_file(path)
     with ocp.StandardCheckpointer() as checkpointer:
         step = checkpointer.metadata(path.absolute())
     if step.item_metadata is None:
         raise IcnnError(f"{path}: {TREE_METADATA} is unreadable or damaged", RUNTIME_ERROR)
     return step
+
+
+def check_checkpoint_metadata_file(path: Path) -> None:
+    """Refuse (exit 1) a ``_CHECKPOINT_METADATA`` that Orbax could not have written."""
+    file = path / CHECKPOINT_METADATA
+    if not file.exists():
+        return  # older Orbax writers did not have it; nothing is lost
+    problem = None
+    if file.stat().st_size > MAX_CHECKPOINT_METADATA_BYTES:
+        problem = f"is larger than {MAX_CHECKPOINT_METADATA_BYTES} bytes"
+    else:
+        try:
+            content = json.loads(file.read_bytes())
+        except (ValueError, OSError) as error:
+            problem = f"is not valid JSON ({_first_line(error)})"
+        else:
+            if not isinstance(content, dict):
+                problem = "is not a JSON object"
+            elif not isinstance(content.get("custom_metadata", {}), dict):
+                problem = "has a custom_metadata that is not a JSON object"
+    if problem:
+        raise IcnnError(
+            f"{path}: {CHECKPOINT_METADATA} {problem}: the checkpoint's metadata is damaged",
+            RUNTIME_ERROR,
+        )
 
 
 def _metadata_tree(step_metadata: Any) -> Any:
@@ -369,11 +425,15 @@ def restore_variables(path: Path) -> Any:
 
 @contextlib.contextmanager
 def quiet_absl() -> Iterator[None]:
-    """Keep Orbax's INFO logging off the user's terminal."""
+    """Keep Orbax's logging off the user's terminal.
+
+    Orbax logs damaged metadata files at ERROR level and carries on; icnn checks
+    those files itself and reports them as one line, so only FATAL gets through.
+    """
     from absl import logging as absl_logging
 
     previous = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.FATAL)
     try:
         yield
     finally:

@@ -1,8 +1,25 @@
-"""``icnn_cli.load``: rebuild the OTT module from an embedded spec and restore its variables."""
+"""Reading checkpoints safely: every array that leaves here matches its recorded fingerprint.
+
+Orbax does not checksum array data, so flipped bytes come back as silently wrong
+numbers; and it reports damaged metadata as ``None`` or ``{}`` rather than
+raising. :class:`CheckpointReader` is the one way icnn's commands (``inspect
+--stats``, ``load``, ``verify``, ``diff``, ``check``) read arrays: it checks the
+metadata files, then streams the leaves in path order while recomputing the
+sha256 fingerprint, and raises :class:`IcnnError` (exit 1) on any mismatch.
+
+Example::
+
+    reader = CheckpointReader.open(Path("ckpt"))
+    for leaf, array in reader.verified_arrays():   # raises after the last leaf if damaged
+        ...
+    arrays = read_verified_arrays(Path("ckpt"))    # {"params/w_zs_0/kernel": ndarray, ...}
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +27,100 @@ from icnn_cli import checkpoint, model
 from icnn_cli.config import IcnnConfig
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
 from icnn_cli.spec import CheckpointSpec, parse_spec
+from icnn_cli.summary import LeafRecord
+
+
+@dataclasses.dataclass
+class CheckpointReader:
+    """A committed checkpoint whose metadata has been checked, ready to stream its arrays.
+
+    Attributes:
+      path: the checkpoint directory.
+      step_metadata: Orbax's step metadata (tree structure and custom metadata).
+      spec: the embedded icnn spec, or ``None`` for a checkpoint icnn did not write.
+      leaves: one record per array, in the checkpoint's tree order.
+      computed_fingerprint: set once :meth:`arrays` has yielded every leaf.
+    """
+
+    path: Path
+    step_metadata: Any
+    spec: CheckpointSpec | None
+    leaves: list[LeafRecord]
+    computed_fingerprint: str | None = None
+
+    @classmethod
+    def open(cls, path: Path) -> CheckpointReader:
+        """Check markers and metadata files; exit 2 for a non-checkpoint, 1 for damage."""
+        with checkpoint.quiet_absl():
+            step = checkpoint.read_step_metadata(path)
+        spec = parse_spec(step.custom_metadata, str(path))
+        return cls(path=path, step_metadata=step, spec=spec, leaves=checkpoint.leaf_records(step))
+
+    @property
+    def recorded_fingerprint(self) -> str | None:
+        return self.spec.fingerprint if self.spec else None
+
+    def arrays(self) -> Iterator[tuple[LeafRecord, Any]]:
+        """``(leaf, numpy array)`` sorted by path (the fingerprint's order), a few at a time.
+
+        Unchecked: use :meth:`verified_arrays` unless you compare the fingerprint
+        yourself (``icnn verify`` reports a mismatch instead of raising).
+        """
+        streaming = checkpoint.StreamingFingerprint()
+        self.computed_fingerprint = None
+        in_path_order = sorted(self.leaves, key=lambda leaf: leaf.path)
+        with checkpoint.quiet_absl():
+            for leaf, array in checkpoint.iter_leaf_arrays(
+                self.path, self.step_metadata, in_path_order
+            ):
+                streaming.add(leaf.path, array)
+                yield leaf, array
+        self.computed_fingerprint = streaming.value()
+
+    def verified_arrays(self) -> Iterator[tuple[LeafRecord, Any]]:
+        """Like :meth:`arrays`, then raise ``IcnnError`` (exit 1) if the fingerprint differs.
+
+        The check can only happen after the last leaf: act on the data (print,
+        write) only once the iterator is exhausted.
+        """
+        yield from self.arrays()
+        self.check_fingerprint()
+
+    def check_fingerprint(self) -> None:
+        """Raise (exit 1) unless the streamed arrays match the recorded fingerprint.
+
+        A checkpoint without a spec has nothing recorded and passes.
+        """
+        recorded = self.recorded_fingerprint
+        if recorded is None:
+            return
+        if self.computed_fingerprint is None:
+            raise ValueError("check_fingerprint() needs every leaf read first")
+        if self.computed_fingerprint != recorded:
+            raise fingerprint_mismatch(self.path, recorded, self.computed_fingerprint)
+
+
+def fingerprint_mismatch(path: Path, recorded: str, found: str) -> IcnnError:
+    return IcnnError(
+        f"{path}: array data does not match the recorded fingerprint "
+        f"(recorded {recorded[7:19]}, found {found[7:19]}): the checkpoint is damaged",
+        RUNTIME_ERROR,
+    )
+
+
+def read_verified_arrays(path: Path) -> dict[str, Any]:
+    """Every array of the checkpoint by ``/``-joined leaf path, fingerprint checked.
+
+    Holds the whole checkpoint in memory; stream with :class:`CheckpointReader`
+    for large ones.
+    """
+    reader = CheckpointReader.open(path)
+    return {"/".join(leaf.path): array for leaf, array in reader.verified_arrays()}
 
 
 def read_spec(path: Path) -> CheckpointSpec:
     """The embedded spec of an icnn checkpoint; exit 2 for a checkpoint without one."""
-    with checkpoint.quiet_absl():
-        step = checkpoint.read_step_metadata(path)
-    spec = parse_spec(step.custom_metadata, str(path))
+    spec = CheckpointReader.open(path).spec
     if spec is None:
         raise IcnnError(f"{path}: no embedded icnn spec (not written by icnn init)")
     return spec
@@ -59,11 +163,7 @@ def recorded_samples(spec: CheckpointSpec, dim_data: int) -> tuple[Any, Any] | N
 def verify_fingerprint(path: Path, spec: CheckpointSpec, variables: Any) -> None:
     actual = checkpoint.fingerprint(variables)
     if actual != spec.fingerprint:
-        raise IcnnError(
-            f"{path}: array data does not match the recorded fingerprint "
-            f"(recorded {spec.fingerprint[7:19]}, found {actual[7:19]}): the checkpoint is damaged",
-            RUNTIME_ERROR,
-        )
+        raise fingerprint_mismatch(path, spec.fingerprint, actual)
 
 
 def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
