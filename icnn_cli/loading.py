@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli import checkpoint, model
-from icnn_cli.config import IcnnConfig
+from icnn_cli.config import IcnnConfig, ModelConfig
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
-from icnn_cli.spec import CheckpointSpec, parse_spec
+from icnn_cli.spec import CheckpointSpec, SampleSpec, parse_spec
 from icnn_cli.summary import LeafRecord
 
 
@@ -152,12 +152,21 @@ def recorded_samples(spec: CheckpointSpec, dim_data: int) -> tuple[Any, Any] | N
         return None
     arrays = []
     for record in sorted(spec.gaussian_map_samples, key=lambda r: r.role != "source"):
-        path = Path(record.path)
-        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == record.sha256:
-            arrays.append(np.load(path, allow_pickle=False))
-        else:
-            arrays.append(np.random.default_rng(0).standard_normal((dim_data + 1, dim_data)))
+        array = _unchanged_sample_file(record)
+        if array is None:
+            array = np.random.default_rng(0).standard_normal((dim_data + 1, dim_data))
+        arrays.append(array)
     return arrays[0], arrays[1]
+
+
+def _unchanged_sample_file(record: SampleSpec) -> Any:
+    """The recorded sample array, or ``None`` when its file moved or changed."""
+    import numpy as np
+
+    path = Path(record.path)
+    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == record.sha256:
+        return np.load(path, allow_pickle=False)
+    return None
 
 
 def verify_fingerprint(path: Path, spec: CheckpointSpec, variables: Any) -> None:
@@ -176,3 +185,85 @@ def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
         variables = checkpoint.restore_variables(path)
     verify_fingerprint(path, spec, variables)
     return module, variables
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """An OTT ICNN checkpoint ready for analysis.
+
+    ``variables`` holds only the ``'params'`` collection, as ``module.apply`` wants it.
+    ``samples`` are the Gaussian-map ``(source, target)`` arrays when they are really
+    available (recorded files unchanged, or given by ``--config``), else ``None``.
+    """
+
+    model: ModelConfig
+    module: Any
+    variables: Any
+    samples: tuple[Any, Any] | None
+
+
+def load_model(path: str | Path, config_path: Path | None = None) -> LoadedModel:
+    """Load an icnn checkpoint, or any Orbax checkpoint of an OTT ICNN given its config.
+
+    Args:
+      path: checkpoint directory.
+      config_path: YAML config describing the architecture (``--config``); needed for
+        checkpoints icnn did not write, and used instead of the embedded spec when given.
+    """
+    from icnn_cli.config import load_config
+
+    path = Path(path)
+    if config_path is None:
+        spec = read_spec(path)
+        config = spec_config(spec, path)
+        samples = _readable_recorded_samples(spec)
+        structure = recorded_samples(spec, config.model.dim_data)
+    else:
+        spec = CheckpointReader.open(path).spec
+        config = load_config(config_path)
+        samples, _ = model.load_gaussian_map_samples(config.model, config_path.parent)
+        structure = samples
+    module = model.build_icnn(config.model, structure)
+    with checkpoint.quiet_absl():
+        variables = checkpoint.restore_variables(path)
+    if spec is not None:
+        verify_fingerprint(path, spec, variables)
+    # a foreign checkpoint may hold the params collection itself, without the 'params' key
+    params = {"params": variables.get("params", variables)}
+    _check_architecture(path, config_path, module, config.model.dim_data, params)
+    return LoadedModel(config.model, module, params, samples)
+
+
+def _readable_recorded_samples(spec: CheckpointSpec) -> tuple[Any, Any] | None:
+    by_role = {record.role: _unchanged_sample_file(record) for record in spec.gaussian_map_samples}
+    if by_role.get("source") is None or by_role.get("target") is None:
+        return None
+    return by_role["source"], by_role["target"]
+
+
+def _check_architecture(
+    path: Path, config_path: Path | None, module: Any, dim_data: int, params: Any
+) -> None:
+    """Refuse (exit 2) arrays whose names or shapes differ from what the module expects."""
+    import jax
+    import jax.numpy as jnp
+
+    expected = jax.eval_shape(module.init, jax.random.key(0), jnp.ones((1, dim_data)))
+    wanted = {parts: tuple(leaf.shape) for parts, leaf in checkpoint.flatten_with_paths(expected)}
+    found = {
+        parts: tuple(getattr(leaf, "shape", ()))
+        for parts, leaf in checkpoint.flatten_with_paths(params)
+    }
+    source = f"--config {config_path}" if config_path else "its embedded spec"
+    for parts, shape in sorted(wanted.items()):
+        name = "/".join(parts)
+        if parts not in found:
+            raise IcnnError(f"{path}: does not match {source}: no array {name}")
+        if found[parts] != shape:
+            raise IcnnError(
+                f"{path}: does not match {source}: {name} has shape {found[parts]}, "
+                f"the config gives {shape}"
+            )
+    extra = sorted("/".join(parts) for parts in set(found) - set(wanted))
+    if extra:
+        raise IcnnError(f"{path}: does not match {source}: unexpected array {extra[0]}")

@@ -119,3 +119,96 @@ def check_method(module: Any, method: str | None) -> None:
 
 def _arguments(spec: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in spec.items() if key != "name"}
+
+
+# --- what OTT's parameters mean for convexity -------------------------------------------
+#
+# ott.neural.networks.icnn.ICNN (0.6.0) computes
+#   z_0 = act(w_xs_0(x)),  z_k = act(w_zs_{k-1}(z_{k-1}) + w_xs_k(x)),  f = z_L + pos_def(x)
+# where each w_xs_k / pos_def is a PosDefPotentials layer: 0.5 x^T (A A^T + diag(d)) x + b^T x + c
+# with d = rectifier(diag_kernel). f is convex in x when act is convex and non-decreasing, every
+# effective w_zs weight is >= 0, and every d >= 0 (A A^T is PSD by construction).
+
+OTT_DEFAULT_ACTIVATION = "relu"  # ICNN.act_fn's default
+OTT_DEFAULT_RECTIFIER = "relu"  # ICNN.rectifier_fn's default
+# OTT hard-codes the diagonal rectifiers: jax.nn.softplus in ICNN._get_wx, and
+# PosDefPotentials' default (relu) for the final potential.
+WX_DIAG_RECTIFIER = "softplus"
+POTENTIAL_DIAG_RECTIFIER = "relu"
+
+WEIGHT_ROLE = "w_zs weights"  # must be >= 0 as used
+DIAGONAL_ROLE = "quadratic diagonal"  # must be >= 0 after its rectifier
+LOW_RANK_ROLE = "low-rank factor"  # enters as A A^T: PSD whatever its sign
+AFFINE_ROLE = "affine"  # linear terms and biases: any sign keeps convexity
+
+
+@dataclasses.dataclass(frozen=True)
+class EffectiveParameter:
+    """One parameter leaf as the forward pass uses it.
+
+    ``values`` is the array after the rectifier the module applies (``transform``),
+    or the raw array when none applies. ``must_be_non_negative`` marks the leaves
+    whose sign decides convexity: the ``w_zs`` kernels and the quadratic diagonals.
+    """
+
+    path: tuple[str, ...]
+    transform: str | None
+    values: Any
+    must_be_non_negative: bool
+    role: str
+
+    @property
+    def path_string(self) -> str:
+        return "/".join(self.path)
+
+    @property
+    def expression(self) -> str:
+        name = self.path[-1]
+        return f"{self.transform}({name})" if self.transform else name
+
+
+def activation_name(model: ModelConfig) -> str:
+    return model.act_fn["name"] if model.act_fn else OTT_DEFAULT_ACTIVATION
+
+
+def activation_problem(model: ModelConfig) -> str | None:
+    """Why ``act_fn`` breaks convexity, or ``None`` when it is convex and non-decreasing."""
+    spec = model.act_fn or {"name": OTT_DEFAULT_ACTIVATION}
+    try:
+        registry.check_activation(spec["name"], _arguments(spec), "act_fn")
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _rectifier(name: str, arguments: dict[str, Any]) -> Any:
+    return registry.resolve_activation(name, arguments)
+
+
+def effective_parameters(model: ModelConfig, params: Any) -> list[EffectiveParameter]:
+    """Every leaf of ``params`` (the ``'params'`` collection), as the forward pass sees it."""
+    import numpy as np
+
+    from icnn_cli.checkpoint import flatten_with_paths
+
+    rectifier_spec = model.rectifier_fn or {"name": OTT_DEFAULT_RECTIFIER}
+    parameters = []
+    for parts, leaf in flatten_with_paths(params):
+        layer, name = (parts[-2] if len(parts) > 1 else ""), parts[-1]
+        values = np.asarray(leaf, dtype=np.float32)
+        transform, constrained, role = None, False, AFFINE_ROLE
+        if layer.startswith("w_zs_") and name == "kernel":
+            constrained, role = True, WEIGHT_ROLE
+            if model.pos_weights:
+                transform = rectifier_spec["name"]
+                values = _rectifier(transform, _arguments(rectifier_spec))(values)
+        elif name == "diag_kernel":
+            constrained, role = True, DIAGONAL_ROLE
+            transform = WX_DIAG_RECTIFIER if layer.startswith("w_xs_") else POTENTIAL_DIAG_RECTIFIER
+            values = _rectifier(transform, {})(values)
+        elif name == "quad_kernel":
+            role = LOW_RANK_ROLE
+        parameters.append(
+            EffectiveParameter(parts, transform, np.asarray(values), constrained, role)
+        )
+    return parameters

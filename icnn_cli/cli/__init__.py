@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from icnn_cli import __version__
+from icnn_cli.cli.check_command import check
 from icnn_cli.cli.errors import set_debug
 from icnn_cli.cli.init_command import init
 from icnn_cli.cli.inspect_command import inspect
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.command()(init)
 app.command()(inspect)
 app.command()(schema)
+app.command()(check)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,196 @@
+"""`icnn check`: the structural certificate, and counterexamples that OTT itself confirms."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from ott.neural.networks.icnn import ICNN
+
+from tests.conftest import tiny_model
+
+REPORT_KEYS = {"verdict", "reasons", "leaves", "counterexample", "min_hessian_eig"}
+
+
+@pytest.fixture
+def init_checkpoint(icnn, write_config, tmp_path):
+    """``icnn init`` a config's model at a seed; returns the checkpoint path."""
+
+    def make(model: dict, seed: int = 0, name: str = "ckpt"):
+        out = tmp_path / name
+        config = write_config({"model": model}, name=f"{name}.yaml")
+        assert icnn("init", "-c", config, "--seed", seed, "--out", out).exit_code == 0
+        return out
+
+    return make
+
+
+def ott_gap(module, variables, x, y, t):
+    """f((1-t)x + ty) - ((1-t)f(x) + t f(y)) by plain module.apply."""
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    t = jnp.float32(t)
+    f = lambda point: float(module.apply(variables, point[None]))  # noqa: E731
+    return f((1 - t) * x + t * y) - ((1 - t) * f(x) + t * f(y))
+
+
+@pytest.fixture(scope="module")
+def violated(tmp_path_factory):
+    """OTT's default init (dim_hidden [16, 16], seed 7) and its ``icnn check --json`` report."""
+    from typer.testing import CliRunner
+
+    from icnn_cli.cli import app
+
+    directory = tmp_path_factory.mktemp("violated")
+    config = directory / "cfg.yaml"
+    config.write_text(json.dumps({"model": tiny_model(dim_hidden=[16, 16])}))
+    out = directory / "ckpt"
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["init", "-c", str(config), "--seed", "7", "--out", str(out)]).exit_code
+        == 0
+    )
+    result = runner.invoke(app, ["check", str(out), "--json", "--samples", "256", "--seed", "3"])
+    assert result.exit_code == 1
+    return out, json.loads(result.stdout)
+
+
+def test_default_init_is_violated_and_ott_reproduces_the_counterexample(violated):
+    out, report = violated
+
+    assert set(report) == REPORT_KEYS
+    assert report["verdict"] == "violated"
+    example = report["counterexample"]
+    assert set(example) == {"x", "y", "t", "gap"} and 0 < example["t"] < 1
+    assert example["gap"] > 1e-3
+    variables = ocp.StandardCheckpointer().restore(out.absolute())
+    direct = ICNN(dim_data=2, dim_hidden=[16, 16])
+    gap = ott_gap(direct, variables, example["x"], example["y"], example["t"])
+    assert gap > 0
+    assert gap == pytest.approx(example["gap"], rel=1e-3)
+    assert isinstance(report["min_hessian_eig"], float)
+
+
+def test_violated_report_gives_the_negative_share_of_each_kernel(violated):
+    out, report = violated
+
+    variables = ocp.StandardCheckpointer().restore(out.absolute())
+    offending = {leaf["path"]: leaf for leaf in report["leaves"] if not leaf["ok"]}
+    assert set(offending) == {"params/w_zs_0/kernel", "params/w_zs_1/kernel"}
+    for name in ("w_zs_0", "w_zs_1"):
+        kernel = np.asarray(variables["params"][name]["kernel"])
+        leaf = offending[f"params/{name}/kernel"]
+        assert leaf["negative_fraction"] == pytest.approx(np.mean(kernel < 0))
+        assert leaf["min"] == pytest.approx(kernel.min())
+        assert leaf["effective"] == "kernel"
+    assert "kernels have negative entries" in report["reasons"][0]
+
+
+def test_human_output_explains_and_repeats_the_same_search(icnn, violated):
+    out, report = violated
+
+    result = icnn("check", out, "--samples", 256, "--seed", 3)
+
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == "violated"
+    text = " ".join(result.stdout.split())
+    assert "kernels have negative entries" in text and "A chord lies below f" in text
+    assert any(line.startswith("params/w_zs_1/kernel") for line in lines)
+    assert f"gap {report['counterexample']['gap']:.6g}" in text  # same seed, same search
+
+
+def test_pos_weights_is_certified_from_the_structure(icnn, init_checkpoint):
+    out = init_checkpoint(tiny_model(pos_weights=True, rectifier_fn="softplus"))
+
+    result = icnn("check", out, "--json")
+
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "certified"
+    assert report["counterexample"] is None and report["min_hessian_eig"] is None
+    weights = [leaf for leaf in report["leaves"] if leaf["path"].endswith("kernel")]
+    assert {leaf["effective"] for leaf in weights} >= {"softplus(kernel)", "relu(diag_kernel)"}
+    assert all(leaf["ok"] and leaf["min"] >= 0 for leaf in report["leaves"])
+
+
+def test_non_negative_raw_weights_are_certified_without_pos_weights(icnn, init_checkpoint):
+    # flax's uniform initializer draws from [0, scale): every raw w_zs weight is >= 0
+    out = init_checkpoint(tiny_model(init_fn={"name": "uniform", "scale": 0.1}))
+
+    result = icnn("check", out)
+
+    assert result.exit_code == 0
+    assert result.stdout.startswith("certified\n")
+    assert "Every w_zs weight is >= 0 raw (pos_weights off)." in " ".join(result.stdout.split())
+
+
+def test_tiny_negative_weights_under_a_smooth_activation_are_uncertified(icnn, init_checkpoint):
+    # softplus with weights of size 1e-3: the quadratic potential dominates, f stays convex,
+    # yet the weights' signs do not prove it
+    model = tiny_model(act_fn="softplus", init_fn={"name": "normal", "stddev": 0.001})
+    out = init_checkpoint(model)
+
+    result = icnn("check", out, "--samples", 128)
+
+    assert result.exit_code == 1
+    assert result.stdout.startswith("uncertified\n")
+    assert "No counterexample in 384 random chords" in " ".join(result.stdout.split())
+    assert "params/w_zs_0/kernel" in result.stdout
+
+
+@pytest.fixture
+def foreign_icnn_checkpoint(tmp_path):
+    """A plain Orbax save of OTT's own init (pos_weights on): no icnn spec inside."""
+    module = ICNN(dim_data=2, dim_hidden=[8, 8], pos_weights=True)
+    variables = module.init(jax.random.key(0), jnp.ones((1, 2)))
+    path = tmp_path / "foreign"
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(path.absolute(), variables)
+    return path
+
+
+def test_foreign_checkpoint_is_checked_with_a_config(icnn, write_config, foreign_icnn_checkpoint):
+    config = write_config({"model": tiny_model(pos_weights=True)})
+
+    result = icnn("check", foreign_icnn_checkpoint, "--config", config, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["verdict"] == "certified"
+
+
+def test_foreign_checkpoint_without_config_is_refused(icnn, foreign_icnn_checkpoint):
+    result = icnn("check", foreign_icnn_checkpoint)
+
+    assert result.exit_code == 2
+    assert (
+        result.stderr == f"icnn: error: {foreign_icnn_checkpoint}: no embedded icnn spec "
+        "(not written by icnn init)\n"
+    )
+
+
+def test_config_that_does_not_match_the_arrays_is_refused(
+    icnn, write_config, foreign_icnn_checkpoint
+):
+    config = write_config({"model": tiny_model(dim_hidden=[8, 4])})
+
+    result = icnn("check", foreign_icnn_checkpoint, "--config", config)
+
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "does not match --config" in result.stderr
+    assert "params/w_xs_1/bias has shape (8,), the config gives (4,)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--samples", 0, "--samples: must be at least 1, got 0"), ("--seed", -1, "--seed: seed")],
+)
+def test_bad_search_flags_exit_2_naming_the_flag(icnn, tmp_path, flag, value, message):
+    result = icnn("check", tmp_path, flag, value)
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"icnn: error: {message}")
