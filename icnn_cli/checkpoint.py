@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -377,7 +378,9 @@ def _restore_with(path: Path, restore_args: Any) -> Any:
     import orbax.checkpoint as ocp
 
     handler = ocp.PyTreeCheckpointHandler()
-    with ocp.Checkpointer(handler) as checkpointer:
+    with ocp.Checkpointer(handler) as checkpointer, warnings.catch_warnings():
+        # Restoring into numpy needs no sharding, yet Orbax warns it is missing.
+        warnings.filterwarnings("ignore", message="Sharding info not provided")
         try:
             return checkpointer.restore(
                 path.absolute(), args=ocp.args.PyTreeRestore(restore_args=restore_args)
@@ -394,18 +397,29 @@ def _first_line(error: BaseException) -> str:
 
 
 def leaf_statistics(array: Any) -> LeafStats:
-    """Mean, std, min, max and share of negative entries, in float64."""
+    """Mean, std, min and max of the finite entries, NaN/Inf counts, share of negatives."""
     import numpy as np
 
-    values = np.asarray(array, dtype=np.float64)
+    values = np.asarray(array, dtype=np.float64).ravel()
     if values.size == 0:
         return LeafStats(float("nan"), float("nan"), float("nan"), float("nan"), 0.0)
+    finite_mask = np.isfinite(values)
+    finite = values[finite_mask] if not finite_mask.all() else values
+    nan_count = int(np.count_nonzero(np.isnan(values)))
+    negative_fraction = float(np.count_nonzero(values < 0) / values.size)
+    if finite.size == 0:
+        mean = std = low = high = float("nan")
+    else:
+        mean, std = float(finite.mean()), float(finite.std())
+        low, high = float(finite.min()), float(finite.max())
     return LeafStats(
-        mean=float(values.mean()),
-        std=float(values.std()),
-        min=float(values.min()),
-        max=float(values.max()),
-        negative_fraction=float(np.count_nonzero(values < 0) / values.size),
+        mean=mean,
+        std=std,
+        min=low,
+        max=high,
+        negative_fraction=negative_fraction,
+        nan=nan_count,
+        inf=int(values.size - finite.size - nan_count),
     )
 
 

@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 from icnn_cli import checkpoint
+from icnn_cli.errors import IcnnError
 from icnn_cli.loading import CheckpointReader
 from icnn_cli.pipeline import header_lines
 from icnn_cli.spec import CheckpointSpec
-from icnn_cli.summary import Summary
+from icnn_cli.summary import LeafFilter, LeafRecord, Summary, filter_leaves
 
 
-def inspect_checkpoint(path: Path, with_stats: bool = False) -> Summary:
-    """Summarise the checkpoint at ``path``; ``with_stats`` reads the arrays leaf by leaf.
+def inspect_checkpoint(path: Path, with_stats: bool = False, globs: Sequence[str] = ()) -> Summary:
+    """Summarise the checkpoint at ``path``.
 
-    With ``with_stats`` the recorded fingerprint is checked too, so damaged data
-    raises :class:`IcnnError` (exit 1) instead of giving wrong statistics.
+    Args:
+      path: an Orbax checkpoint directory.
+      with_stats: read the arrays (leaf by leaf) for statistics and NaN/Inf counts. The
+        recorded fingerprint is checked too, so damaged data raises :class:`IcnnError`
+        (exit 1) instead of giving wrong statistics; except with ``globs``, where only
+        the kept leaves are read and the fingerprint (of the whole tree) cannot be checked.
+      globs: keep only leaves whose path (or a module path above them) matches one of
+        these ``fnmatch`` globs.
     """
     reader = CheckpointReader.open(path)
     leaves = reader.leaves
+    leaf_filter = None
+    if globs:
+        leaves, leaf_filter = _filtered(leaves, tuple(globs))
     if with_stats:
-        stats = {
-            leaf.path: checkpoint.leaf_statistics(array) for leaf, array in reader.verified_arrays()
-        }
+        arrays = reader.verified_arrays() if leaf_filter is None else reader.arrays_of(leaves)
+        stats = {leaf.path: checkpoint.leaf_statistics(array) for leaf, array in arrays}
         leaves = [dataclasses.replace(leaf, stats=stats[leaf.path]) for leaf in leaves]
     spec = reader.spec
     return Summary(
@@ -31,7 +41,21 @@ def inspect_checkpoint(path: Path, with_stats: bool = False) -> Summary:
         leaves=leaves,
         header=_header(spec),
         spec=spec.model_dump(mode="json") if spec else None,
+        leaf_filter=leaf_filter,
     )
+
+
+def _filtered(
+    leaves: Sequence[LeafRecord], globs: tuple[str, ...]
+) -> tuple[list[LeafRecord], LeafFilter]:
+    kept = filter_leaves(leaves, globs)
+    if not kept:
+        examples = ", ".join(leaf.path_string for leaf in leaves[:3])
+        raise IcnnError(
+            f"--filter {' '.join(globs)}: matches none of the {len(leaves)} leaf paths "
+            f"(they look like {examples})"
+        )
+    return kept, LeafFilter(globs=globs, kept=len(kept), of=len(leaves))
 
 
 def _header(spec: CheckpointSpec | None) -> list[tuple[str, str]]:

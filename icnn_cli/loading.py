@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,11 @@ class CheckpointReader:
                 streaming.add(leaf.path, array)
                 yield leaf, array
         self.computed_fingerprint = streaming.value()
+
+    def arrays_of(self, leaves: Sequence[LeafRecord]) -> Iterator[tuple[LeafRecord, Any]]:
+        """Just these leaves, unchecked: the fingerprint covers the whole tree."""
+        with checkpoint.quiet_absl():
+            yield from checkpoint.iter_leaf_arrays(self.path, self.step_metadata, leaves)
 
     def verified_arrays(self) -> Iterator[tuple[LeafRecord, Any]]:
         """Like :meth:`arrays`, then raise ``IcnnError`` (exit 1) if the fingerprint differs.

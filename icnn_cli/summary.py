@@ -2,35 +2,93 @@
 
 As in Flax's ``Module.tabulate``, the rows are plain data built first
 (:func:`summary_rows`) and rendered second (:func:`render_table`), so tests
-check the rows field by field and the renderers stay dumb.
+check the rows field by field and the renderers stay dumb. Shaping the tree for
+a screen (collapsing repeated layers, cutting it at a depth) is a chain of
+row-to-row transformations; filtering happens earlier, on the leaves.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+NAN_FLAG = "nan"
+INF_FLAG = "inf"
+ZEROS_FLAG = "all_zero"
 
 
 @dataclasses.dataclass(frozen=True)
 class LeafStats:
-    """Statistics of one array, computed while the rest stays on disk."""
+    """Statistics of one array, computed while the rest stays on disk.
+
+    ``mean``, ``std``, ``min`` and ``max`` are over the finite entries (NaN when
+    there are none); ``nan`` and ``inf`` count the others.
+    """
 
     mean: float
     std: float
     min: float
     max: float
     negative_fraction: float
+    nan: int = 0
+    inf: int = 0
 
-    def as_json(self) -> dict[str, float]:
+    @property
+    def flags(self) -> tuple[str, ...]:
+        flags = []
+        if self.nan:
+            flags.append(NAN_FLAG)
+        if self.inf:
+            flags.append(INF_FLAG)
+        if not self.nan and not self.inf and self.min == 0 and self.max == 0:
+            flags.append(ZEROS_FLAG)
+        return tuple(flags)
+
+    def as_json(self) -> dict[str, Any]:
         return {
-            "mean": self.mean,
-            "std": self.std,
-            "min": self.min,
-            "max": self.max,
+            "mean": _finite_or_none(self.mean),
+            "std": _finite_or_none(self.std),
+            "min": _finite_or_none(self.min),
+            "max": _finite_or_none(self.max),
             "negative_fraction": self.negative_fraction,
+            "nan": self.nan,
+            "inf": self.inf,
+            "flags": list(self.flags),
         }
+
+
+def _finite_or_none(value: float) -> float | None:
+    # JSON has no NaN; a leaf with no finite entry has no mean.
+    return value if math.isfinite(value) else None
+
+
+def combine_stats(parts: Sequence[tuple[LeafStats, int]]) -> LeafStats:
+    """Statistics of several arrays taken together, from each one's stats and size."""
+    finite = [(stats, size - stats.nan - stats.inf) for stats, size in parts]
+    count = sum(n for _, n in finite)
+    total = sum(size for _, size in parts)
+    if count:
+        mean = sum(stats.mean * n for stats, n in finite if n) / count
+        second = sum((stats.std**2 + stats.mean**2) * n for stats, n in finite if n) / count
+        std = math.sqrt(max(second - mean**2, 0.0))
+        low = min(stats.min for stats, n in finite if n)
+        high = max(stats.max for stats, n in finite if n)
+    else:
+        mean = std = low = high = float("nan")
+    negative = sum(stats.negative_fraction * size for stats, size in parts)
+    return LeafStats(
+        mean=mean,
+        std=std,
+        min=low,
+        max=high,
+        negative_fraction=negative / total if total else 0.0,
+        nan=sum(stats.nan for stats, _ in parts),
+        inf=sum(stats.inf for stats, _ in parts),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +122,49 @@ class LeafRecord:
         return record
 
 
+# --- filtering (on leaves, before anything is read) ------------------------------------
+
+
+def leaf_matches(leaf: LeafRecord, globs: Sequence[str]) -> bool:
+    """Whether a glob matches the leaf's path or the path of a module holding it.
+
+    ``params/w_xs_*`` and ``params/w_xs_0`` both select every leaf under ``w_xs_0``.
+    """
+    prefixes = ["/".join(leaf.path[:end]) for end in range(1, len(leaf.path) + 1)]
+    return any(fnmatch.fnmatchcase(prefix, glob) for glob in globs for prefix in prefixes)
+
+
+def filter_leaves(leaves: Sequence[LeafRecord], globs: Sequence[str]) -> list[LeafRecord]:
+    return [leaf for leaf in leaves if leaf_matches(leaf, globs)]
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafFilter:
+    """The ``--filter`` globs and how many of the checkpoint's arrays they kept."""
+
+    globs: tuple[str, ...]
+    kept: int
+    of: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"globs": list(self.globs), "arrays": self.kept, "of_arrays": self.of}
+
+
+# --- the summary ---------------------------------------------------------------------------
+
+
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """What ``icnn init`` wrote or ``icnn inspect`` found: header facts and leaves."""
+    """What ``icnn init`` wrote or ``icnn inspect`` found: header facts and leaves.
+
+    With ``leaf_filter`` set, ``leaves`` and the totals are those of the filtered leaves.
+    """
 
     path: str
     leaves: Sequence[LeafRecord]
     header: Sequence[tuple[str, str]] = ()
     spec: dict[str, Any] | None = None
+    leaf_filter: LeafFilter | None = None
 
     @property
     def total_params(self) -> int:
@@ -81,19 +174,39 @@ class Summary:
     def total_bytes(self) -> int:
         return sum(leaf.nbytes for leaf in self.leaves)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, max_depth: int | None = None) -> dict[str, Any]:
+        """Every leaf, never collapsed; ``modules`` gives subtotals down to ``max_depth``."""
         return {
             "path": self.path,
             "total_params": self.total_params,
             "total_bytes": self.total_bytes,
+            "filter": self.leaf_filter.as_json() if self.leaf_filter else None,
             "leaves": [leaf.as_json() for leaf in self.leaves],
+            "modules": [
+                {
+                    "path": "/".join(row.path),
+                    "depth": row.depth,
+                    "params": row.params,
+                    "bytes": row.nbytes,
+                    "arrays": row.arrays,
+                }
+                for row in limit_depth(tree_rows(self.leaves), max_depth)
+                if not row.is_leaf
+            ],
             "spec": self.spec,
         }
 
 
+# --- rows ------------------------------------------------------------------------------------
+
+
 @dataclasses.dataclass(frozen=True)
 class SummaryRow:
-    """One line of the tree table: a module (with subtotals) or a leaf."""
+    """One line of the tree table: a module (with subtotals) or a leaf.
+
+    A collapsed row stands for ``count`` siblings with the same structure; its
+    numbers are their sums (its shape and dtype are each one's).
+    """
 
     guide: str  # tree-drawing prefix, e.g. "│   ├── "
     name: str
@@ -102,64 +215,226 @@ class SummaryRow:
     nbytes: int
     shape: tuple[int, ...] | None = None  # None for a module row
     dtype: str | None = None
-    stats: LeafStats | None = None
+    stats: LeafStats | None = None  # a module's: pooled over its leaves
+    path: tuple[str, ...] = ()
+    arrays: int = 1
+    count: int = 1
+    flags: tuple[str, ...] = ()  # of the leaf, or of every leaf below a module
+    truncated: bool = False  # a module whose children --depth hides
 
     @property
     def is_leaf(self) -> bool:
         return self.shape is not None
 
 
-@dataclasses.dataclass
-class _Node:
-    name: str
-    children: dict[str, _Node] = dataclasses.field(default_factory=dict)
-    leaf: LeafRecord | None = None
-
-    def totals(self) -> tuple[int, int]:
-        if self.leaf is not None:
-            return self.leaf.size, self.leaf.nbytes
-        sums = [child.totals() for child in self.children.values()]
-        return sum(params for params, _ in sums), sum(nbytes for _, nbytes in sums)
+_INDEXED_NAME = re.compile(r"^(.*?)(\d+)$")
 
 
-def _build_tree(leaves: Sequence[LeafRecord]) -> _Node:
-    root = _Node("")
+def _natural_key(name: str) -> tuple[Any, ...]:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def tree_rows(leaves: Sequence[LeafRecord]) -> list[SummaryRow]:
+    """Every module and leaf, depth first, siblings in natural order (``w_2`` before ``w_10``)."""
+    tree: dict[str, Any] = {}
     for leaf in leaves:
-        node = root
-        for part in leaf.path:
-            node = node.children.setdefault(part, _Node(part))
-        node.leaf = leaf
-    return root
-
-
-def summary_rows(leaves: Sequence[LeafRecord]) -> list[SummaryRow]:
-    """Rows for the tree table: collection -> module path -> leaf, depth first."""
+        node = tree
+        for part in leaf.path[:-1]:
+            node = node.setdefault(part, {})
+        node[leaf.path[-1]] = leaf
     rows: list[SummaryRow] = []
 
-    def visit(node: _Node, prefix: str, depth: int) -> None:
-        children = list(node.children.values())
-        for index, child in enumerate(children):
-            last = index == len(children) - 1
-            guide = prefix + ("└── " if last else "├── ") if depth else ""
-            params, nbytes = child.totals()
-            leaf = child.leaf
-            rows.append(
-                SummaryRow(
-                    guide=guide,
-                    name=child.name,
-                    depth=depth,
-                    params=params,
-                    nbytes=nbytes,
-                    shape=leaf.shape if leaf else None,
-                    dtype=leaf.dtype if leaf else None,
-                    stats=leaf.stats if leaf else None,
-                )
-            )
-            child_prefix = prefix + ("    " if last else "│   ") if depth else ""
-            visit(child, child_prefix, depth + 1)
+    def visit(node: dict[str, Any], path: tuple[str, ...]) -> list[LeafRecord]:
+        below: list[LeafRecord] = []
+        for name in sorted(node, key=_natural_key):
+            child = node[name]
+            if isinstance(child, LeafRecord):
+                rows.append(_leaf_row(child, len(path)))
+                below.append(child)
+                continue
+            index = len(rows)
+            rows.append(SummaryRow("", name, len(path), 0, 0))
+            leaves_below = visit(child, (*path, name))
+            rows[index] = _module_row(name, (*path, name), leaves_below)
+            below.extend(leaves_below)
+        return below
 
-    visit(_build_tree(leaves), "", 0)
+    visit(tree, ())
     return rows
+
+
+def _leaf_row(leaf: LeafRecord, depth: int) -> SummaryRow:
+    return SummaryRow(
+        guide="",
+        name=leaf.path[-1],
+        depth=depth,
+        params=leaf.size,
+        nbytes=leaf.nbytes,
+        shape=leaf.shape,
+        dtype=leaf.dtype,
+        stats=leaf.stats,
+        path=leaf.path,
+        flags=leaf.stats.flags if leaf.stats else (),
+    )
+
+
+def _module_row(name: str, path: tuple[str, ...], leaves: Sequence[LeafRecord]) -> SummaryRow:
+    return SummaryRow(
+        guide="",
+        name=name,
+        depth=len(path) - 1,
+        params=sum(leaf.size for leaf in leaves),
+        nbytes=sum(leaf.nbytes for leaf in leaves),
+        path=path,
+        arrays=len(leaves),
+        stats=_pooled_stats(leaves),
+        flags=_union(leaf.stats.flags for leaf in leaves if leaf.stats),
+    )
+
+
+def _pooled_stats(leaves: Sequence[LeafRecord]) -> LeafStats | None:
+    if not leaves or any(leaf.stats is None for leaf in leaves):
+        return None
+    return combine_stats([(leaf.stats, leaf.size) for leaf in leaves])
+
+
+def _union(flag_sets: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for flags in flag_sets:
+        seen.update(dict.fromkeys(flags))
+    return tuple(seen)
+
+
+def _blocks(rows: Sequence[SummaryRow]) -> list[list[SummaryRow]]:
+    """Split depth-first rows into subtrees: a root row and the rows below it."""
+    blocks: list[list[SummaryRow]] = []
+    for row in rows:
+        if not blocks or row.depth <= blocks[0][0].depth:
+            blocks.append([row])
+        else:
+            blocks[-1].append(row)
+    return blocks
+
+
+def _shape_signature(block: Sequence[SummaryRow]) -> tuple[Any, ...]:
+    head = block[0]
+    return (
+        (head.shape, head.dtype),
+        *((row.depth - head.depth, row.name, row.shape, row.dtype) for row in block[1:]),
+    )
+
+
+def collapse_repeated(rows: Sequence[SummaryRow]) -> list[SummaryRow]:
+    """Fold siblings named ``<prefix><index>`` with the same structure into one row.
+
+    ``w_zs_0`` ... ``w_zs_6`` with equal shapes and dtypes below them become
+    ``w_zs_{0..6}`` with ``count=7`` and summed numbers; a sibling that differs
+    (say ``w_zs_7``, the output layer) keeps its own row.
+    """
+    groups: dict[Any, list[list[SummaryRow]]] = {}
+    for block in _blocks(rows):
+        match = _INDEXED_NAME.match(block[0].name)
+        key = (match.group(1), _shape_signature(block)) if match else id(block)
+        groups.setdefault(key, []).append(block)
+    collapsed: list[SummaryRow] = []
+    for key, members in groups.items():
+        block = members[0] if len(members) == 1 else _merge_blocks(key[0], members)
+        collapsed.append(block[0])
+        collapsed.extend(collapse_repeated(block[1:]) if len(block) > 1 else [])
+    return collapsed
+
+
+def _merge_blocks(prefix: str, members: Sequence[Sequence[SummaryRow]]) -> list[SummaryRow]:
+    indices = [int(_INDEXED_NAME.match(block[0].name).group(2)) for block in members]
+    merged = [
+        _merge_rows([block[position] for block in members]) for position in range(len(members[0]))
+    ]
+    merged[0] = dataclasses.replace(
+        merged[0], name=f"{prefix}{{{_index_ranges(indices)}}}", count=len(members)
+    )
+    return merged
+
+
+def _merge_rows(rows: Sequence[SummaryRow]) -> SummaryRow:
+    first = rows[0]
+    stats = None
+    if all(row.stats is not None for row in rows):
+        stats = combine_stats([(row.stats, row.params) for row in rows])
+    return dataclasses.replace(
+        first,
+        params=sum(row.params for row in rows),
+        nbytes=sum(row.nbytes for row in rows),
+        arrays=sum(row.arrays for row in rows),
+        stats=stats,
+        flags=_union(row.flags for row in rows),
+    )
+
+
+def _index_ranges(indices: Iterable[int]) -> str:
+    """``[0, 1, 2, 3, 5]`` -> ``"0..3,5"``."""
+    ranges: list[list[int]] = []
+    for index in sorted(indices):
+        if ranges and index == ranges[-1][1] + 1:
+            ranges[-1][1] = index
+        else:
+            ranges.append([index, index])
+    return ",".join(
+        str(low) if low == high else f"{low},{high}" if high == low + 1 else f"{low}..{high}"
+        for low, high in ranges
+    )
+
+
+def limit_depth(rows: Sequence[SummaryRow], max_depth: int | None) -> list[SummaryRow]:
+    """Keep rows above ``max_depth`` (``1``: the collections only); mark the cut modules."""
+    if max_depth is None:
+        return list(rows)
+    return [
+        dataclasses.replace(row, truncated=not row.is_leaf and row.depth == max_depth - 1)
+        for row in rows
+        if row.depth < max_depth
+    ]
+
+
+def with_guides(rows: Sequence[SummaryRow]) -> list[SummaryRow]:
+    """Fill in the tree-drawing prefixes (``├──``, ``│``) from the depths alone."""
+    last = [False] * len(rows)
+    sibling_follows: dict[int, bool] = {}
+    for index in reversed(range(len(rows))):
+        depth = rows[index].depth
+        last[index] = not sibling_follows.get(depth, False)
+        sibling_follows = {d: seen for d, seen in sibling_follows.items() if d < depth}
+        sibling_follows[depth] = True
+    guided = []
+    ancestors_last: list[bool] = []
+    for row, is_last in zip(rows, last, strict=True):
+        del ancestors_last[row.depth :]
+        if row.depth:
+            prefix = "".join("    " if done else "│   " for done in ancestors_last[1:])
+            guide = prefix + ("└── " if is_last else "├── ")
+        else:
+            guide = ""
+        ancestors_last.append(is_last)
+        guided.append(dataclasses.replace(row, guide=guide))
+    return guided
+
+
+def summary_rows(
+    leaves: Sequence[LeafRecord], *, expand: bool = False, max_depth: int | None = None
+) -> list[SummaryRow]:
+    """Rows for the tree table: collection -> module path -> leaf, depth first.
+
+    Args:
+      leaves: the (possibly filtered) leaves.
+      expand: show every repeated module instead of one collapsed row per group.
+      max_depth: keep rows at depths ``0 .. max_depth - 1``; ``None`` keeps all.
+    """
+    rows = tree_rows(leaves)
+    if not expand:
+        rows = collapse_repeated(rows)
+    return with_guides(limit_depth(rows, max_depth))
+
+
+# --- rendering ---------------------------------------------------------------------------------
 
 
 def format_bytes(count: int) -> str:
@@ -176,7 +451,49 @@ def _format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def render_table(summary: Summary) -> Any:
+def _name_cell(row: SummaryRow) -> Any:
+    from rich.text import Text
+
+    name = Text(row.guide, style="dim") + Text(row.name, style="cyan" if row.is_leaf else "bold")
+    if row.count > 1:
+        name += Text(f"  x{row.count}", style="magenta")
+    if row.truncated:
+        name += Text(" …", style="dim")
+    return name
+
+
+def _stat_cells(stats: LeafStats | None) -> list[str]:
+    if stats is None:
+        return [""] * 5
+    return [
+        _format_number(stats.mean),
+        _format_number(stats.std),
+        _format_number(stats.min),
+        _format_number(stats.max),
+        f"{stats.negative_fraction:.0%}",
+    ]
+
+
+def _flag_cell(row: SummaryRow) -> Any:
+    from rich.text import Text
+
+    shown = row.is_leaf or row.truncated
+    return Text(" ".join(row.flags) if shown else "", style="bold red")
+
+
+def _total_line(summary: Summary) -> str:
+    totals = (
+        f"{summary.total_params:,} params, {format_bytes(summary.total_bytes)} "
+        f"in {len(summary.leaves)}"
+    )
+    chosen = summary.leaf_filter
+    if chosen is None:
+        return f"total: {totals} arrays"
+    globs = " ".join(chosen.globs)
+    return f"total of filtered leaves ({globs}): {totals} of {chosen.of} arrays"
+
+
+def render_table(summary: Summary, *, expand: bool = False, max_depth: int | None = None) -> Any:
     """The summary as a rich renderable: header lines, the tree table and a total line."""
     from rich.console import Group
     from rich.table import Table
@@ -195,38 +512,21 @@ def render_table(summary: Summary) -> Any:
     table.add_column("dtype")
     table.add_column("params", justify="right")
     table.add_column("bytes", justify="right")
-    stat_names = ("mean", "std", "min", "max", "neg")
     if with_stats:
-        for name in stat_names:
-            table.add_column(name, justify="right")
-    for row in summary_rows(summary.leaves):
-        name = Text(row.guide, style="dim") + Text(
-            row.name, style="cyan" if row.is_leaf else "bold"
-        )
+        for name in ("mean", "std", "min", "max", "neg", "flags"):
+            table.add_column(name, justify="left" if name == "flags" else "right")
+    for row in summary_rows(summary.leaves, expand=expand, max_depth=max_depth):
         cells = [
-            name,
+            _name_cell(row),
             str(row.shape) if row.is_leaf else "",
             row.dtype or "",
             f"{row.params:,}",
             format_bytes(row.nbytes),
         ]
         if with_stats:
-            stats = row.stats
-            cells += (
-                [
-                    _format_number(stats.mean),
-                    _format_number(stats.std),
-                    _format_number(stats.min),
-                    _format_number(stats.max),
-                    f"{stats.negative_fraction:.0%}",
-                ]
-                if stats
-                else [""] * len(stat_names)
-            )
+            # A module row's pooled stats are shown where --depth hides its leaves.
+            shown = row.is_leaf or row.truncated
+            cells += [*_stat_cells(row.stats if shown else None), _flag_cell(row)]
         table.add_row(*cells, style=None if row.is_leaf else "bold")
-    total = Text(
-        f"total: {summary.total_params:,} params, {format_bytes(summary.total_bytes)} "
-        f"in {len(summary.leaves)} arrays",
-        style="bold",
-    )
+    total = Text(_total_line(summary), style="bold")
     return Group(header, Text(""), table, Text(""), total)

@@ -8,7 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from icnn_cli.cli import app
 from tests.conftest import tiny_model
 
 
@@ -96,3 +99,105 @@ def test_dry_run_writes_nothing_and_shows_the_same_tree(icnn, write_config, tmp_
 
     assert dry["leaves"] == real["leaves"]
     assert dry["spec"] is None
+
+
+@pytest.fixture(scope="module")
+def deep_checkpoint(tmp_path_factory):
+    """icnn's own checkpoint of an ICNN with eight hidden layers (written once per module)."""
+    directory = tmp_path_factory.mktemp("deep")
+    config = directory / "cfg.yaml"
+    config.write_text(yaml.safe_dump({"model": {"dim_data": 2, "dim_hidden": [4] * 8}}))
+    out = directory / "ckpt"
+    result = CliRunner().invoke(app, ["init", "-c", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_inspect_collapses_repeated_layers_unless_expanded(icnn, deep_checkpoint):
+    collapsed = icnn("inspect", deep_checkpoint).stdout
+    expanded = icnn("inspect", deep_checkpoint, "--expand").stdout
+
+    assert "├── w_zs_{0..6}  x7" in collapsed and "w_zs_3" not in collapsed
+    assert "├── w_xs_{0..7}  x8" in collapsed
+    assert "└── w_zs_7" in collapsed
+    assert all(f"w_zs_{index}" in expanded for index in range(8))
+    assert "x7" not in expanded
+    total = "total: 354 params, 1.4 KiB in 48 arrays"
+    assert total in collapsed and total in expanded
+
+
+def test_inspect_json_is_never_collapsed(icnn, deep_checkpoint):
+    report = json.loads(icnn("inspect", deep_checkpoint, "--json").stdout)
+
+    paths = [leaf["path"] for leaf in report["leaves"]]
+    assert len(paths) == 48
+    assert {f"params/w_zs_{index}/kernel" for index in range(8)} <= set(paths)
+
+
+def test_inspect_depth(icnn, deep_checkpoint):
+    text = icnn("inspect", deep_checkpoint, "--depth", "1").stdout
+    report = json.loads(icnn("inspect", deep_checkpoint, "--depth", "2", "--json").stdout)
+
+    tree_lines = text.split("\n\n")[1].splitlines()
+    assert [line.split() for line in tree_lines] == [
+        ["tree", "shape", "dtype", "params", "bytes"],
+        ["params", "…", "354", "1.4", "KiB"],
+    ]
+    assert {module["path"] for module in report["modules"]} == {
+        "params",
+        "params/pos_def_potentials",
+        *(f"params/w_xs_{index}" for index in range(9)),
+        *(f"params/w_zs_{index}" for index in range(8)),
+    }
+    assert len(report["leaves"]) == 48
+
+
+def test_inspect_filter_keeps_matching_leaves_and_their_totals(icnn, deep_checkpoint):
+    text = icnn("inspect", deep_checkpoint, "--filter", "params/w_zs_*").stdout
+    report = json.loads(
+        icnn("inspect", deep_checkpoint, "--filter", "params/w_zs_*", "--stats", "--json").stdout
+    )
+
+    assert "w_xs" not in text
+    assert "total of filtered leaves (params/w_zs_*): 116 params, 464 B in 8 of 48 arrays" in text
+    assert [leaf["path"] for leaf in report["leaves"]] == [
+        f"params/w_zs_{index}/kernel" for index in range(8)
+    ]
+    assert report["total_params"] == 7 * 16 + 4
+    assert report["filter"] == {"globs": ["params/w_zs_*"], "arrays": 8, "of_arrays": 48}
+    assert all(leaf["flags"] == [] for leaf in report["leaves"])
+
+
+def test_inspect_filter_that_matches_nothing_is_an_error(icnn, deep_checkpoint):
+    result = icnn("inspect", deep_checkpoint, "--filter", "params/w_q*")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("icnn: error: --filter params/w_q*: matches none of the 48")
+    assert result.stdout == ""
+
+
+def test_inspect_stats_count_and_flag_nan_inf_and_zeros(icnn, tmp_path):
+    tree = {
+        "bad": np.array([1.0, np.nan, np.inf, -np.inf, 3.0], np.float32),
+        "zeros": np.zeros((2, 3), np.float32),
+        "good": np.array([-1.0, 1.0], np.float32),
+    }
+    path = tmp_path / "anomalies"
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        checkpointer.save(path, tree)
+
+    report = json.loads(icnn("inspect", path, "--stats", "--json").stdout)
+    text = icnn("inspect", path, "--stats").stdout
+
+    leaves = {leaf["path"]: leaf for leaf in report["leaves"]}
+    assert (leaves["bad"]["nan"], leaves["bad"]["inf"], leaves["bad"]["flags"]) == (
+        1,
+        2,
+        ["nan", "inf"],
+    )
+    assert (leaves["bad"]["mean"], leaves["bad"]["min"], leaves["bad"]["max"]) == (2.0, 1.0, 3.0)
+    assert leaves["zeros"]["flags"] == ["all_zero"]
+    assert (leaves["good"]["nan"], leaves["good"]["inf"], leaves["good"]["flags"]) == (0, 0, [])
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    assert lines["bad"].rstrip().endswith("nan inf")
+    assert lines["zeros"].rstrip().endswith("all_zero")
