@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from icnn_cli.config import InitConfig
@@ -46,12 +47,23 @@ def dummy_input(input_shape: tuple[int, ...]) -> Any:
     return jnp.ones(input_shape)
 
 
-def initialize(module: Any, rngs: Any, init: InitConfig, input_shape: tuple[int, ...]) -> Any:
-    """``jax.jit(module.init)(rngs, ones(input_shape))``, cast to ``init.dtype``."""
+def compiled_init(
+    module: Any, init: InitConfig, input_shape: tuple[int, ...]
+) -> Callable[[Any], Any]:
+    """``rngs -> jax.jit(module.init)(rngs, ones(input_shape))``, cast to ``init.dtype``.
+
+    The jitted function is built once and reused, so a seed sweep compiles once:
+    keys of the same implementation and tree structure hit JAX's jit cache.
+    """
     import jax
 
-    variables = jax.jit(_init_function(module, init))(rngs, dummy_input(input_shape))
-    return cast_floating(variables, init.dtype)
+    jitted = jax.jit(_init_function(module, init))
+    inputs = dummy_input(input_shape)
+
+    def run(rngs: Any) -> Any:
+        return cast_floating(jitted(rngs, inputs), init.dtype)
+
+    return run
 
 
 def abstract_variables(

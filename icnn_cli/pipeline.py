@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from icnn_cli import checkpoint, model, rngs
 from icnn_cli.config import IcnnConfig
-from icnn_cli.init import abstract_variables, initialize, select_device
+from icnn_cli.init import abstract_variables, compiled_init, select_device
 from icnn_cli.spec import METADATA_KEY, CheckpointSpec, SampleSpec, StreamSpec, installed_versions
 from icnn_cli.summary import LeafRecord, Summary
 
@@ -54,54 +55,80 @@ def header_lines(spec: CheckpointSpec) -> list[tuple[str, str]]:
     ]
 
 
-def run_init(request: InitRequest) -> InitResult:
-    """Build the ICNN, run its jitted init, and write the checkpoint (unless dry run)."""
-    import jax
+@dataclasses.dataclass(frozen=True)
+class PreparedInit:
+    """The built module and its compiled init: everything a seed does not change."""
 
-    config = request.config
-    if not request.dry_run:
-        checkpoint.check_output_path(request.output, request.force)
-    device = select_device(request.platform)
-    samples, sample_files = model.load_gaussian_map_samples(config.model, request.config_dir)
-    with jax.default_device(device):
+    config: IcnnConfig
+    device: Any
+    init_variables: Callable[[Any], Any]  # rngs -> variables (jitted once)
+    sample_files: list[model.SampleFile]
+    versions: dict[str, str]
+
+
+def prepare_init(config: IcnnConfig, config_dir: Path, platform: str | None) -> PreparedInit:
+    """Build the ICNN and its jitted init once; every seed then only runs it."""
+    device = select_device(platform)
+    samples, sample_files = model.load_gaussian_map_samples(config.model, config_dir)
+    with default_device(device):
         module = model.build_icnn(config.model, samples)
         model.check_method(module, config.init.method)
-        stream_keys, stream_records = rngs.derive_stream_keys(config.init)
-        input_shape = config.resolved_input_shape()
-        if request.dry_run:
-            shapes = abstract_variables(module, stream_keys, config.init, input_shape)
-            summary = Summary(
-                path=f"{request.output} (dry run: nothing written)",
-                leaves=leaf_records_of(shapes),
-                header=[("seed", str(config.init.seed)), ("device", str(device))],
-            )
-            return InitResult(summary=summary, spec=None)
-        variables = initialize(module, stream_keys, config.init, input_shape)
-        variables = jax.block_until_ready(variables)
+        init_variables = compiled_init(module, config.init, config.resolved_input_shape())
+    return PreparedInit(config, device, init_variables, sample_files, installed_versions())
 
+
+def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointSpec]:
+    """The variables for ``seed`` (computed on the prepared device) and the spec to embed."""
+    import jax
+
+    config = prepared.config.with_seed(seed)
+    with default_device(prepared.device):
+        stream_keys, stream_records = rngs.derive_stream_keys(config.init)
+        variables = jax.block_until_ready(prepared.init_variables(stream_keys))
+    device = prepared.device
     spec = CheckpointSpec(
         config=config.model_dump(mode="json", exclude_none=True),
-        seed=config.init.seed,
+        seed=seed,
         streams=[StreamSpec(**dataclasses.asdict(record)) for record in stream_records],
         rng_impl=config.init.rng_impl,
-        input_shape=list(input_shape),
+        input_shape=list(config.resolved_input_shape()),
         dtype=config.init.dtype,
         threefry_partitionable=bool(jax.config.jax_threefry_partitionable),
-        versions=installed_versions(),
+        versions=prepared.versions,
         device=f"{device.platform}:{device.id} ({device.device_kind})",
         fingerprint=checkpoint.fingerprint(variables),
         gaussian_map_samples=[
             SampleSpec(role=f.role, path=str(f.path), sha256=f.sha256, shape=list(f.shape))
-            for f in sample_files
+            for f in prepared.sample_files
         ],
     )
+    return variables, spec
+
+
+def write_seed_checkpoint(
+    output: Path, variables: Any, spec: CheckpointSpec, force: bool = False
+) -> None:
     with checkpoint.quiet_absl():
         checkpoint.write_checkpoint_atomically(
-            request.output,
-            variables,
-            {METADATA_KEY: spec.model_dump(mode="json")},
-            request.force,
+            output, variables, {METADATA_KEY: spec.model_dump(mode="json")}, force
         )
+
+
+def default_device(device: Any) -> Any:
+    import jax
+
+    return jax.default_device(device)
+
+
+def run_init(request: InitRequest) -> InitResult:
+    """Build the ICNN, run its jitted init, and write the checkpoint (unless dry run)."""
+    config = request.config
+    if request.dry_run:
+        return _dry_run(request)
+    checkpoint.check_output_path(request.output, request.force)
+    prepared = prepare_init(config, request.config_dir, request.platform)
+    variables, spec = initialize_seed(prepared, config.init.seed)
+    write_seed_checkpoint(request.output, variables, spec, request.force)
     summary = Summary(
         path=str(request.output),
         leaves=leaf_records_of(variables),
@@ -109,3 +136,20 @@ def run_init(request: InitRequest) -> InitResult:
         spec=spec.model_dump(mode="json"),
     )
     return InitResult(summary=summary, spec=spec, variables=variables)
+
+
+def _dry_run(request: InitRequest) -> InitResult:
+    config = request.config
+    device = select_device(request.platform)
+    samples, _ = model.load_gaussian_map_samples(config.model, request.config_dir)
+    with default_device(device):
+        module = model.build_icnn(config.model, samples)
+        model.check_method(module, config.init.method)
+        stream_keys, _ = rngs.derive_stream_keys(config.init)
+        shapes = abstract_variables(module, stream_keys, config.init, config.resolved_input_shape())
+    summary = Summary(
+        path=f"{request.output} (dry run: nothing written)",
+        leaves=leaf_records_of(shapes),
+        header=[("seed", str(config.init.seed)), ("device", str(device))],
+    )
+    return InitResult(summary=summary, spec=None)

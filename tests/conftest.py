@@ -18,6 +18,20 @@ CONFIGS = REPO / "configs"
 os.environ.pop("NO_COLOR", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_compile_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep JAX's persistent compilation cache out of the real ~/.cache during tests.
+
+    Set for the whole session (subprocesses inherit it), since JAX reads the
+    cache directory once per process.
+    """
+    directory = tmp_path_factory.mktemp("compile-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ICNN_COMPILE_CACHE_DIR", str(directory))
+        patch.delenv("ICNN_NO_COMPILE_CACHE", raising=False)
+        yield directory
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,6 +48,27 @@ def init(
             "--dry-run", help="Show the tree from jax.eval_shape; compute and write nothing."
         ),
     ] = False,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Sweep many seeds with one compile: 0:64 (seeds 0..63), 0,3,9, or mixed "
+            "(0:8,100); writes OUT/seed-N, or OUT with {seed} replaced.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="With --seeds: skip seeds whose checkpoint exists and verifies; write the rest.",
+        ),
+    ] = False,
+    no_compile_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-compile-cache",
+            help="Do not use JAX's persistent compilation cache (also: ICNN_NO_COMPILE_CACHE=1).",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Initialise an ICNN from a YAML config and write it as an Orbax checkpoint."""
@@ -56,6 +77,7 @@ def init(
         from icnn_cli.config import load_config, validate_seed
         from icnn_cli.errors import IcnnError
 
+        _check_flag_combinations(seed, seeds, resume, dry_run)
         loaded = load_config(config)
         if seed is not None:
             try:
@@ -63,6 +85,16 @@ def init(
             except ValueError as error:
                 raise IcnnError(f"--seed: {error}") from None
         request_output = out if out is not None else Path(loaded.output)
+        platform_name = platform.value if platform else None
+        if not dry_run:
+            from icnn_cli.compile_cache import configure_compile_cache
+
+            configure_compile_cache(enabled=not no_compile_cache)
+        if seeds is not None:
+            _sweep(
+                output, loaded, config.parent, seeds, request_output, force, resume, platform_name
+            )
+            return
 
         from icnn_cli.pipeline import InitRequest, run_init
         from icnn_cli.summary import render_table
@@ -72,9 +104,52 @@ def init(
             config_dir=config.parent,
             output=request_output,
             force=force,
-            platform=platform.value if platform else None,
+            platform=platform_name,
             dry_run=dry_run,
         )
         with output.status("Initialising ICNN (jit compile + init + save)…"):
             result = run_init(request)
         output.result(result.summary.as_json(), lambda: render_table(result.summary))
+
+
+def _check_flag_combinations(
+    seed: int | None, seeds: str | None, resume: bool, dry_run: bool
+) -> None:
+    from icnn_cli.errors import IcnnError
+
+    if seeds is None:
+        if resume:
+            raise IcnnError("--resume: only works with --seeds")
+        return
+    if seed is not None:
+        raise IcnnError("--seeds: give either --seed or --seeds, not both")
+    if dry_run:
+        raise IcnnError("--seeds: --dry-run shows one tree; run it without --seeds")
+
+
+def _sweep(
+    output: Output,
+    config: Any,
+    config_dir: Path,
+    seeds_text: str,
+    out: Path,
+    force: bool,
+    resume: bool,
+    platform: str | None,
+) -> None:
+    from icnn_cli.sweep import SweepRequest, parse_seeds, render_sweep, run_sweep
+
+    request = SweepRequest(
+        config=config,
+        config_dir=config_dir,
+        seeds=parse_seeds(seeds_text),
+        out=out,
+        force=force,
+        resume=resume,
+        platform=platform,
+    )
+    with output.progress(len(request.seeds), "compiling") as step:
+        result = run_sweep(
+            request, lambda item: step(f"seed {item.seed} {item.status}: {item.path}")
+        )
+    output.result(result.as_json(), lambda: render_sweep(result))

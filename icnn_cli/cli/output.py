@@ -7,10 +7,11 @@ when ``NO_COLOR`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 PLAIN_WIDTH = 120  # enough for the widest tree rows when stdout is a file or pipe
@@ -51,11 +52,36 @@ class Output:
 
     def status(self, message: str) -> Any:
         """A spinner on a terminal's stderr while long work runs (a no-op elsewhere)."""
-        import contextlib
-
         if is_plain(sys.stderr):
             return contextlib.nullcontext()
         return make_console(sys.stderr).status(message)
+
+    @contextlib.contextmanager
+    def progress(self, total: int, description: str) -> Iterator[Callable[[str], None]]:
+        """Yield ``step(text)``: a rich bar on a terminal's stderr, else one plain line per step."""
+        if is_plain(sys.stderr):
+            count = 0
+
+            def line(text: str) -> None:
+                nonlocal count
+                count += 1
+                sys.stderr.write(f"icnn: [{count}/{total}] {text}\n")
+                sys.stderr.flush()
+
+            yield line
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress(
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=make_console(sys.stderr),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda text: bar.update(task, advance=1, description=text)
 
     @staticmethod
     def warn(message: str) -> None:

@@ -1,0 +1,227 @@
+"""``icnn init --seeds``: many checkpoints of one architecture from one compile.
+
+The module is built and its init jitted once (:func:`pipeline.prepare_init`);
+each seed then only derives its keys, runs the compiled init (well under a
+millisecond for small models) and writes its checkpoint atomically, so a crash
+leaves every finished seed valid. Measured on a 2-core CPU (64 seeds of the
+default model): reusing the jitted init beat ``vmap`` over keys (0.25 ms per
+seed, compile 0.7 s, vs 0.05 ms per seed but a 1.9 s compile), and an Orbax save
+(~30-50 ms) dominates, so seeds are written one after another: Orbax
+checkpointers are not thread-safe and worker processes would pay seconds of
+imports each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from icnn_cli import checkpoint, loading
+from icnn_cli.config import IcnnConfig, validate_seed
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.pipeline import initialize_seed, leaf_records_of, prepare_init, write_seed_checkpoint
+from icnn_cli.summary import LeafRecord
+
+SEED_PLACEHOLDER = "{seed}"
+MAX_SEEDS = 1_000_000  # a typo like 0:4294967295 should fail fast, not fill the disk
+
+Status = Literal["written", "skipped", "replaced"]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0:4,9,20:22"`` -> ``[0, 1, 2, 3, 9, 20, 21]``; ``a:b`` is ``range(a, b)``.
+
+    Raises:
+      IcnnError: (exit 2, naming ``--seeds``) for anything else, empty ranges,
+        seeds outside ``0..2**32-1`` and repeated seeds.
+    """
+    seeds: list[int] = []
+    seen: set[int] = set()
+    for part in (piece.strip() for piece in text.split(",")):
+        for seed in _seed_entry(part, text):
+            if seed in seen:
+                raise IcnnError(f"--seeds {text!r}: seed {seed} is listed more than once")
+            seen.add(seed)
+            seeds.append(seed)
+            if len(seeds) > MAX_SEEDS:
+                raise IcnnError(f"--seeds {text!r}: more than {MAX_SEEDS:,} seeds")
+    return seeds
+
+
+def _seed_entry(part: str, text: str) -> range:
+    bounds = part.split(":")
+    if not part or len(bounds) > 2 or not all(bound.strip().isdigit() for bound in bounds):
+        raise IcnnError(
+            f"--seeds {text!r}: {part!r} is not N or START:STOP (e.g. 0:64, 0,3,9 or 0:8,100)"
+        )
+    start = int(bounds[0])
+    stop = int(bounds[-1]) if len(bounds) == 2 else start + 1
+    if stop <= start:
+        raise IcnnError(f"--seeds {text!r}: range {part} is empty (START:STOP means START..STOP-1)")
+    try:
+        validate_seed(start)
+        validate_seed(stop - 1)
+    except ValueError as error:
+        raise IcnnError(f"--seeds {text!r}: {error}") from None
+    return range(start, stop)
+
+
+def seed_output_path(out: Path, seed: int) -> Path:
+    """``out/seed-N``, or ``out`` with ``{seed}`` replaced when it is a template."""
+    if SEED_PLACEHOLDER in str(out):
+        return Path(str(out).replace(SEED_PLACEHOLDER, str(seed)))
+    return out / f"seed-{seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRequest:
+    config: IcnnConfig
+    config_dir: Path
+    seeds: Sequence[int]
+    out: Path
+    force: bool = False
+    resume: bool = False
+    platform: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepItem:
+    """One seed's checkpoint: where it is, its fingerprint, and what the sweep did."""
+
+    seed: int
+    path: Path
+    fingerprint: str
+    status: Status
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "path": str(self.path),
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    items: list[SweepItem]
+    leaves: list[LeafRecord]  # the same tree for every seed
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "checkpoints": [item.as_json() for item in self.items],
+            "written": sum(item.status != "skipped" for item in self.items),
+            "skipped": sum(item.status == "skipped" for item in self.items),
+            "total_params": sum(leaf.size for leaf in self.leaves),
+            "total_bytes": sum(leaf.nbytes for leaf in self.leaves),
+        }
+
+
+def run_sweep(
+    request: SweepRequest, on_item: Callable[[SweepItem], None] = lambda item: None
+) -> SweepResult:
+    """Write one checkpoint per seed; ``on_item`` hears about each as it is done."""
+    targets = [(seed, seed_output_path(request.out, seed)) for seed in request.seeds]
+    _check_targets(targets, request)
+    prepared = prepare_init(request.config, request.config_dir, request.platform)
+    items: list[SweepItem] = []
+    leaves: list[LeafRecord] = []
+    for seed, path in targets:
+        variables, spec = initialize_seed(prepared, seed)
+        if not leaves:
+            leaves = leaf_records_of(variables)
+        status: Status = "written"
+        if request.resume and path.exists():
+            status = _resume_status(path, spec.fingerprint)
+        if status != "skipped":
+            _write(path, variables, spec, request.force or status == "replaced", items, targets)
+        item = SweepItem(seed, path, spec.fingerprint, status)
+        items.append(item)
+        on_item(item)
+    return SweepResult(items, leaves)
+
+
+def _check_targets(targets: list[tuple[int, Path]], request: SweepRequest) -> None:
+    paths = [path for _, path in targets]
+    if len(set(paths)) != len(paths):
+        raise IcnnError(f"--out {request.out}: gives several seeds the same path; add {{seed}}")
+    for _, path in targets:
+        if request.resume and path.exists():
+            continue
+        checkpoint.check_output_path(path, request.force)
+
+
+def _resume_status(path: Path, fingerprint: str) -> Status:
+    """``skipped`` when ``path`` holds this very checkpoint intact; ``replaced`` when damaged."""
+    if (path / checkpoint.TREE_METADATA).is_file() and not (
+        path / checkpoint.COMMIT_MARKER
+    ).is_file():
+        return "replaced"  # never committed; the rewrite replaces only checkpoint directories
+    try:
+        reader = loading.CheckpointReader.open(path)
+        if reader.spec is None:
+            raise IcnnError(f"{path}: holds a checkpoint not written by icnn")
+        for _ in reader.verified_arrays():
+            pass
+    except IcnnError as error:
+        if error.exit_code == RUNTIME_ERROR:
+            return "replaced"  # damaged: unreadable, or data that fails its fingerprint
+        raise IcnnError(f"--resume: {error.message}") from None
+    if reader.spec.fingerprint != fingerprint:
+        raise IcnnError(
+            f"--resume: {path} holds an intact checkpoint with other values (another config, "
+            "seed or library version); remove it or choose another --out"
+        )
+    return "skipped"
+
+
+def _write(
+    path: Path,
+    variables: Any,
+    spec: Any,
+    force: bool,
+    done: list[SweepItem],
+    targets: list[tuple[int, Path]],
+) -> None:
+    try:
+        write_seed_checkpoint(path, variables, spec, force)
+    except IcnnError:
+        raise
+    except Exception as error:  # disk full, permissions, Orbax failures
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise IcnnError(
+            f"seed {spec.seed}: cannot write {path} ({first}); {len(done)} of {len(targets)} "
+            "checkpoints are written and valid: rerun with --resume to write the rest",
+            RUNTIME_ERROR,
+        ) from None
+
+
+def render_sweep(result: SweepResult) -> Any:
+    """The sweep as a rich renderable: one row per checkpoint and a total line."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from icnn_cli.summary import format_bytes
+
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    table.add_column("seed", justify="right")
+    table.add_column("status")
+    table.add_column("fingerprint", no_wrap=True)
+    table.add_column("path", no_wrap=True)
+    for item in result.items:
+        table.add_row(
+            str(item.seed),
+            item.status,
+            item.fingerprint.removeprefix("sha256:")[:16],
+            str(item.path),
+        )
+    data = result.as_json()
+    total = Text(
+        f"{len(result.items)} checkpoints ({data['written']} written, {data['skipped']} skipped), "
+        f"{data['total_params']:,} params ({format_bytes(data['total_bytes'])}) each",
+        style="bold",
+    )
+    return Group(table, Text(""), total)
