@@ -14,6 +14,7 @@ import typer
 
 from icnn_cli import __version__
 from icnn_cli.cli.check_command import check
+from icnn_cli.cli.diff_command import diff
 from icnn_cli.cli.errors import set_debug
 from icnn_cli.cli.init_command import init
 from icnn_cli.cli.inspect_command import inspect
@@ -31,6 +32,7 @@ app.command()(init)
 app.command()(inspect)
 app.command()(schema)
 app.command()(check)
+app.command()(diff)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,34 @@
+"""``icnn diff``: leaf-by-leaf structure and value differences of two checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from icnn_cli.cli.errors import reported_errors
+from icnn_cli.cli.options import JsonOpt
+from icnn_cli.cli.output import Output
+
+DIFFERENT = 1
+
+
+def diff(
+    a: Annotated[Path, typer.Argument(help="First checkpoint directory.", show_default=False)],
+    b: Annotated[Path, typer.Argument(help="Second checkpoint directory.", show_default=False)],
+    atol: Annotated[
+        float,
+        typer.Option(help="Values within this absolute difference count as the same."),
+    ] = 0.0,
+    json_output: JsonOpt = False,
+) -> None:
+    """Compare two Orbax checkpoints leaf by leaf; exit 0 when identical, 1 when not."""
+    output = Output(json_output)
+    with reported_errors():
+        from icnn_cli.diff import diff_checkpoints, render_diff
+
+        report = diff_checkpoints(a, b, atol)
+        output.result(report.as_json(), lambda: render_diff(report))
+    if not report.identical:
+        raise typer.Exit(DIFFERENT)
