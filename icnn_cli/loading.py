@@ -156,22 +156,30 @@ def recorded_samples(spec: CheckpointSpec, dim_data: int) -> tuple[Any, Any] | N
     if not spec.gaussian_map_samples:
         return None
     arrays = []
-    for record in sorted(spec.gaussian_map_samples, key=lambda r: r.role != "source"):
-        array = _unchanged_sample_file(record)
+    for record in ordered_sample_records(spec):
+        array = unchanged_sample(record, dim_data)
         if array is None:
             array = np.random.default_rng(0).standard_normal((dim_data + 1, dim_data))
         arrays.append(array)
     return arrays[0], arrays[1]
 
 
-def _unchanged_sample_file(record: SampleSpec) -> Any:
-    """The recorded sample array, or ``None`` when its file moved or changed."""
-    import numpy as np
+def ordered_sample_records(spec: CheckpointSpec) -> list[SampleSpec]:
+    """The recorded sample files, source first."""
+    return sorted(spec.gaussian_map_samples, key=lambda record: record.role != "source")
 
+
+def unchanged_sample(record: SampleSpec, dim_data: int) -> Any | None:
+    """The recorded sample array if its file is still there with the same sha256, else None.
+
+    The recorded path came from untrusted metadata, so it is loaded with the
+    same checks as a config's sample file (regular file, no pickles, 2-D floats).
+    """
     path = Path(record.path)
-    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == record.sha256:
-        return np.load(path, allow_pickle=False)
-    return None
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != record.sha256:
+        return None
+    array, _ = model.load_sample_file(path, record.role, dim_data)
+    return array
 
 
 def verify_fingerprint(path: Path, spec: CheckpointSpec, variables: Any) -> None:
@@ -221,7 +229,7 @@ def load_model(path: str | Path, config_path: Path | None = None) -> LoadedModel
     if config_path is None:
         spec = read_spec(path)
         config = spec_config(spec, path)
-        samples = _readable_recorded_samples(spec)
+        samples = _readable_recorded_samples(spec, config.model.dim_data)
         structure = recorded_samples(spec, config.model.dim_data)
     else:
         spec = CheckpointReader.open(path).spec
@@ -239,8 +247,10 @@ def load_model(path: str | Path, config_path: Path | None = None) -> LoadedModel
     return LoadedModel(config.model, module, params, samples)
 
 
-def _readable_recorded_samples(spec: CheckpointSpec) -> tuple[Any, Any] | None:
-    by_role = {record.role: _unchanged_sample_file(record) for record in spec.gaussian_map_samples}
+def _readable_recorded_samples(spec: CheckpointSpec, dim_data: int) -> tuple[Any, Any] | None:
+    by_role = {
+        record.role: unchanged_sample(record, dim_data) for record in spec.gaussian_map_samples
+    }
     if by_role.get("source") is None or by_role.get("target") is None:
         return None
     return by_role["source"], by_role["target"]

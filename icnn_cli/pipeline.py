@@ -70,6 +70,17 @@ def prepare_init(config: IcnnConfig, config_dir: Path, platform: str | None) -> 
     """Build the ICNN and its jitted init once; every seed then only runs it."""
     device = select_device(platform)
     samples, sample_files = model.load_gaussian_map_samples(config.model, config_dir)
+    return prepare_init_with_samples(config, samples, sample_files, device)
+
+
+def prepare_init_with_samples(
+    config: IcnnConfig,
+    samples: tuple[Any, Any] | None,
+    sample_files: list[model.SampleFile],
+    device: Any,
+) -> PreparedInit:
+    """:func:`prepare_init` with the Gaussian-map samples already loaded (``icnn verify``
+    takes them from the files recorded in a checkpoint's spec)."""
     with default_device(device):
         module = model.build_icnn(config.model, samples)
         model.check_method(module, config.init.method)

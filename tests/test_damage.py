@@ -7,6 +7,7 @@ does and check that no reading command ever exits 0 with wrong numbers.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -120,6 +121,20 @@ def test_inspect_stats_refuses_damage(icnn, damaged):
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"icnn: error: {path}: ")
+    assert expected in result.stderr
+
+
+def test_verify_reports_damage(icnn, damaged):
+    path, expected = damaged
+
+    result = icnn("verify", path, "--json")
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert report["checkpoints"][0]["integrity"]["status"] in ("damaged", "unreadable")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"icnn: error: {path}: not verified: integrity ")
     assert expected in result.stderr
 
 

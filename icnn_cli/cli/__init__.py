@@ -19,6 +19,7 @@ from icnn_cli.cli.errors import set_debug
 from icnn_cli.cli.init_command import init
 from icnn_cli.cli.inspect_command import inspect
 from icnn_cli.cli.schema_command import schema
+from icnn_cli.cli.verify_command import verify
 
 app = typer.Typer(
     name="icnn",
@@ -33,6 +34,7 @@ app.command()(inspect)
 app.command()(schema)
 app.command()(check)
 app.command()(diff)
+app.command()(verify)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,65 @@
+"""``icnn verify``: integrity (fingerprint) and reproducibility (re-run) of checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from icnn_cli.cli.errors import reported_errors
+from icnn_cli.cli.options import JsonOpt
+from icnn_cli.cli.output import Output
+from icnn_cli.errors import RUNTIME_ERROR
+
+
+def verify(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Checkpoint directories to verify.", show_default=False)
+    ],
+    atol: Annotated[
+        float | None,
+        typer.Option(
+            "--atol",
+            min=0.0,
+            help="Accept re-run values within this absolute difference (default: bit for bit).",
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Check stored arrays against their fingerprint and re-run the init from the spec.
+
+    Exit 0 when every checkpoint is intact and reproduces; 1 otherwise.
+    """
+    output = Output(json_output)
+    with reported_errors():
+        from icnn_cli.verify import verify_checkpoints
+
+        reports = verify_checkpoints(paths, atol)
+        data = {
+            "ok": all(report.ok for report in reports),
+            "checkpoints": [report.as_json() for report in reports],
+        }
+        output.result(data, lambda: render_reports(data))
+    for report in reports:
+        if not report.ok:
+            Output.error(report.problem())
+    if not data["ok"]:
+        raise typer.Exit(RUNTIME_ERROR)
+
+
+def render_reports(data: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = []
+    for report in data["checkpoints"]:
+        verdict = "verified" if report["ok"] else "NOT VERIFIED"
+        parts.append(Text(f"{report['path']}: {verdict}"))
+        checks = Table.grid(padding=(0, 2))
+        for check in ("integrity", "reproducibility"):
+            result = report[check]
+            checks.add_row(f"  {check}", result["status"], result["detail"])
+        parts.append(checks)
+    return Group(*parts)

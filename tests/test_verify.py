@@ -1,0 +1,150 @@
+"""`icnn verify`: integrity against the recorded fingerprint, reproducibility by re-running init."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import orbax.checkpoint as ocp
+import pytest
+
+from icnn_cli.checkpoint import fingerprint
+from tests.conftest import CONFIGS, tiny_model
+
+CONFIG_VARIANTS = {
+    "plain": {"model": tiny_model()},
+    "bfloat16, streams, intermediates": {
+        "model": tiny_model(act_fn="softplus", pos_weights=True),
+        "init": {
+            "seed": 5,
+            "dtype": "bfloat16",
+            "rngs": {"params": 7, "dropout": "derive"},
+            "capture_intermediates": True,
+        },
+    },
+}
+
+
+def verify_json(icnn, *args):
+    result = icnn("verify", *args, "--json")
+    return result, json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("variant", sorted(CONFIG_VARIANTS))
+def test_fresh_checkpoint_is_intact_and_reproduces_bit_for_bit(
+    variant, icnn, write_config, tmp_path
+):
+    out = tmp_path / "ckpt"
+    assert icnn("init", "-c", write_config(CONFIG_VARIANTS[variant]), "--out", out).exit_code == 0
+
+    result, report = verify_json(icnn, out)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    (checkpoint,) = report["checkpoints"]
+    assert report["ok"] and checkpoint["ok"]
+    assert checkpoint["integrity"]["status"] == "ok"
+    assert checkpoint["reproducibility"]["status"] == "bit-identical"
+    assert checkpoint["computed_fingerprint"] == checkpoint["recorded_fingerprint"]
+    assert checkpoint["differing_leaves"] == []
+
+
+def resave_with(source, target, change_leaf):
+    """Save ``source``'s arrays with one leaf changed and a fingerprint that matches them.
+
+    Integrity then holds, so only the re-run can notice that the numbers are not
+    what the spec gives.
+    """
+    checkpointer = ocp.StandardCheckpointer()
+    variables = checkpointer.restore(source.absolute())
+    metadata = checkpointer.metadata(source.absolute()).custom_metadata
+    kernel = variables["params"]["w_zs_0"]["kernel"]
+    variables["params"]["w_zs_0"]["kernel"] = change_leaf(kernel)
+    metadata["icnn"]["fingerprint"] = fingerprint(variables)
+    checkpointer.save(target.absolute(), variables, custom_metadata=metadata)
+    checkpointer.wait_until_finished()
+
+
+@pytest.fixture
+def original(icnn, write_config, tmp_path):
+    out = tmp_path / "ckpt"
+    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+    return out
+
+
+def test_arrays_the_spec_does_not_give_are_named(icnn, original, tmp_path):
+    changed = tmp_path / "changed"
+    resave_with(original, changed, lambda kernel: kernel.at[0, 0].add(0.5))
+
+    result, report = verify_json(icnn, original, changed)
+
+    assert result.exit_code == 1
+    first, second = report["checkpoints"]
+    assert first["ok"] and not second["ok"] and not report["ok"]
+    assert second["integrity"]["status"] == "ok"
+    assert second["reproducibility"]["status"] == "differs"
+    assert second["differing_leaves"] == [
+        {"path": "params/w_zs_0/kernel", "reason": "values differ", "max_abs_diff": 0.5}
+    ]
+    assert result.stderr.startswith(
+        f"icnn: error: {changed}: not verified: reproducibility differs"
+    )
+    assert result.stderr.count("\n") == 1
+
+
+def test_atol_accepts_small_cross_platform_differences(icnn, original, tmp_path):
+    nudged = tmp_path / "nudged"
+    resave_with(original, nudged, lambda kernel: kernel + 1e-6)
+
+    strict, strict_report = verify_json(icnn, nudged)
+    tolerant, tolerant_report = verify_json(icnn, nudged, "--atol", "1e-4")
+
+    assert strict.exit_code == 1
+    assert strict_report["checkpoints"][0]["reproducibility"]["status"] == "differs"
+    assert tolerant.exit_code == 0
+    assert tolerant_report["checkpoints"][0]["reproducibility"]["status"] == "within atol"
+
+
+def test_foreign_checkpoint_has_nothing_recorded_and_is_not_verified(icnn, tmp_path):
+    import numpy as np
+
+    path = tmp_path / "foreign"
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        checkpointer.save(path, {"w": np.ones((3, 2), np.float32)})
+
+    result, report = verify_json(icnn, path)
+
+    assert result.exit_code == 1
+    (checkpoint,) = report["checkpoints"]
+    assert checkpoint["integrity"]["status"] == "not recorded"
+    assert checkpoint["reproducibility"]["status"] == "skipped"
+    assert "no embedded icnn spec" in checkpoint["reproducibility"]["detail"]
+
+
+def test_gaussian_map_checkpoint_reproduces_while_its_samples_exist(icnn, tmp_path):
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    out = tmp_path / "ckpt"
+    assert (
+        icnn("init", "-c", tmp_path / "configs" / "gaussian_map.yaml", "--out", out).exit_code == 0
+    )
+
+    present, present_report = verify_json(icnn, out)
+    shutil.rmtree(tmp_path / "configs")
+    gone, gone_report = verify_json(icnn, out)
+
+    assert present.exit_code == 0, present_report
+    assert gone.exit_code == 1
+    reproducibility = gone_report["checkpoints"][0]["reproducibility"]
+    assert reproducibility["status"] == "skipped"
+    assert "missing or has changed" in reproducibility["detail"]
+    assert gone_report["checkpoints"][0]["integrity"]["status"] == "ok"
+
+
+def test_human_output_names_both_checks(icnn, original):
+    result = icnn("verify", original)
+
+    assert result.exit_code == 0
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert lines[0] == [f"{original}:", "verified"]
+    assert lines[1][:2] == ["integrity", "ok"]
+    assert lines[2][:2] == ["reproducibility", "bit-identical"]
