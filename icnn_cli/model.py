@@ -16,6 +16,7 @@ from icnn_cli.config import ModelConfig
 from icnn_cli.errors import IcnnError
 
 MIN_SAMPLES = 2  # a covariance needs at least two points
+NPY_MAGIC = b"\x93NUMPY"  # first bytes of every .npy file (numpy.lib.format)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,10 @@ def load_sample_file(path: Path, role: str, dim_data: int) -> tuple[Any, SampleF
         problem = "not found" if not path.exists() else "not a regular file"
         raise IcnnError(f"{path}: {field}: sample file {problem}")
     raw = path.read_bytes()
+    if not raw.startswith(NPY_MAGIC):
+        # np.load falls back to unpickling anything that is not .npy/.npz, so a
+        # text or CSV file would be reported as "pickled data": say what it is.
+        raise IcnnError(f"{path}: {field}: not a .npy file (write it with numpy.save)")
     try:
         import io
 

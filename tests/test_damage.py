@@ -124,6 +124,18 @@ def test_inspect_stats_refuses_damage(icnn, damaged):
     assert expected in result.stderr
 
 
+def test_check_refuses_damage(icnn, damaged):
+    path, expected = damaged
+
+    result = icnn("check", path, "--json")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"icnn: error: {path}: ")
+    assert expected in result.stderr
+
+
 def test_verify_reports_damage(icnn, damaged):
     path, expected = damaged
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from icnn_cli import __version__
 from icnn_cli.cli.check_command import check
 from icnn_cli.cli.diff_command import diff
-from icnn_cli.cli.errors import set_debug
+from icnn_cli.cli.errors import INTERRUPTED, debug_enabled, set_debug
 from icnn_cli.cli.init_command import init
 from icnn_cli.cli.inspect_command import inspect
+from icnn_cli.cli.output import Output
 from icnn_cli.cli.schema_command import schema
 from icnn_cli.cli.verify_command import verify
 
@@ -59,14 +60,23 @@ def root(
     set_debug(debug)
 
 
+# Typer exposes Click's UsageError only as the base of typer.BadParameter; it is
+# what a wrong flag value, a missing argument or an unknown option raises.
+_UsageError = typer.BadParameter.__base__
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        result = app(standalone_mode=False)
     except SystemExit as exit_request:
         code = exit_request.code if isinstance(exit_request.code, int) else 1
+    except _UsageError as error:
+        code = _report_usage_error(error)
+    except typer.Abort:
+        code = INTERRUPTED
     else:
-        code = 0
+        code = result if isinstance(result, int) else 0
     if "tensorstore" in sys.modules:
         # After a failed restore, tensorstore's callbacks can print "Event loop is
         # closed" tracebacks during interpreter teardown; all output is flushed and
@@ -75,3 +85,17 @@ def main() -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _report_usage_error(error: Any) -> int:
+    """One line instead of Typer's boxed usage panel: bad flags are bad input like any other."""
+    if debug_enabled():
+        raise error
+    if not error.format_message():
+        return error.exit_code  # a bare ``icnn``: the help has been printed
+    context = getattr(error, "ctx", None)
+    command = f"{context.command_path}: ".removeprefix("icnn ") if context is not None else ""
+    command = "" if command == "icnn: " else command
+    hint = f" (see '{context.command_path} --help')" if context is not None else ""
+    Output.error(f"{command}{error.format_message()}{hint}")
+    return error.exit_code
