@@ -136,6 +136,18 @@ def test_check_refuses_damage(icnn, damaged):
     assert expected in result.stderr
 
 
+def test_diff_refuses_damage(icnn, damaged, pristine):
+    path, expected = damaged
+
+    result = icnn("diff", pristine, path, "--json")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"icnn: error: {path}: ")
+    assert expected in result.stderr
+
+
 def test_verify_reports_damage(icnn, damaged):
     path, expected = damaged
 
