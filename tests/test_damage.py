@@ -112,34 +112,18 @@ def test_pristine_checkpoint_reads_cleanly(icnn, pristine):
     assert result.stderr == ""
 
 
-def test_inspect_stats_refuses_damage(icnn, damaged):
+READING_COMMANDS = {
+    "inspect --stats": lambda damaged, pristine: ["inspect", damaged, "--stats", "--json"],
+    "check": lambda damaged, pristine: ["check", damaged, "--json"],
+    "diff": lambda damaged, pristine: ["diff", pristine, damaged, "--json"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(READING_COMMANDS))
+def test_reading_commands_refuse_damage(command, icnn, damaged, pristine):
     path, expected = damaged
 
-    result = icnn("inspect", path, "--stats", "--json")
-
-    assert result.exit_code == 1
-    assert result.stdout == ""
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith(f"icnn: error: {path}: ")
-    assert expected in result.stderr
-
-
-def test_check_refuses_damage(icnn, damaged):
-    path, expected = damaged
-
-    result = icnn("check", path, "--json")
-
-    assert result.exit_code == 1
-    assert result.stdout == ""
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith(f"icnn: error: {path}: ")
-    assert expected in result.stderr
-
-
-def test_diff_refuses_damage(icnn, damaged, pristine):
-    path, expected = damaged
-
-    result = icnn("diff", pristine, path, "--json")
+    result = icnn(*READING_COMMANDS[command](path, pristine))
 
     assert result.exit_code == 1
     assert result.stdout == ""
