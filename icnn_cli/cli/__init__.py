@@ -65,8 +65,19 @@ def root(
 _UsageError = typer.BadParameter.__base__
 
 
+def _drop_closed_event_loop_noise(unraisable: sys.UnraisableHookArgs) -> None:
+    # After a failed restore, tensorstore callbacks still call into Orbax's asyncio
+    # loop once it is closed; Python reports each as an "unraisable" RuntimeError
+    # on stderr, burying the one-line error. Nothing is lost by dropping them.
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main() -> None:
     """Console-script entry point."""
+    sys.unraisablehook = _drop_closed_event_loop_noise
     try:
         result = app(standalone_mode=False)
     except SystemExit as exit_request:
