@@ -33,7 +33,11 @@ def inspect_checkpoint(path: Path, with_stats: bool = False, globs: Sequence[str
         leaves, leaf_filter = _filtered(leaves, tuple(globs))
     if with_stats:
         arrays = reader.verified_arrays() if leaf_filter is None else reader.arrays_of(leaves)
-        stats = {leaf.path: checkpoint.leaf_statistics(array) for leaf, array in arrays}
+        # A typed key's stored data is random bits: no statistics to show.
+        stats = {
+            leaf.path: None if leaf.key_impl else checkpoint.leaf_statistics(array)
+            for leaf, array in arrays
+        }
         leaves = [dataclasses.replace(leaf, stats=stats[leaf.path]) for leaf in leaves]
     spec = reader.spec
     return Summary(

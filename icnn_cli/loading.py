@@ -36,25 +36,38 @@ class CheckpointReader:
 
     Attributes:
       path: the checkpoint directory.
-      step_metadata: Orbax's step metadata (tree structure and custom metadata).
       spec: the embedded icnn spec, or ``None`` for a checkpoint icnn did not write.
       leaves: one record per array, in the checkpoint's tree order.
       computed_fingerprint: set once :meth:`arrays` has yielded every leaf.
     """
 
     path: Path
-    step_metadata: Any
     spec: CheckpointSpec | None
     leaves: list[LeafRecord]
     computed_fingerprint: str | None = None
+    _step_metadata: Any = None
 
     @classmethod
     def open(cls, path: Path) -> CheckpointReader:
-        """Check markers and metadata files; exit 2 for a non-checkpoint, 1 for damage."""
+        """Check markers and metadata files; exit 2 for a non-checkpoint, 1 for damage.
+
+        Opens no array: Orbax's ``metadata()`` (which opens every one) is only
+        called when arrays are read, or when the metadata files look unfamiliar.
+        """
         with checkpoint.quiet_absl():
-            step = checkpoint.read_step_metadata(path)
-        spec = parse_spec(step.custom_metadata, str(path))
-        return cls(path=path, step_metadata=step, spec=spec, leaves=checkpoint.leaf_records(step))
+            checkpoint.ensure_committed_checkpoint(path)
+            step = checkpoint.check_checkpoint_metadata_file(path)
+            leaves = checkpoint.read_leaf_records(path)
+        spec = parse_spec(step.get("custom_metadata") or {}, str(path))
+        return cls(path=path, spec=spec, leaves=leaves)
+
+    @property
+    def step_metadata(self) -> Any:
+        """Orbax's step metadata (tree structure and custom metadata), read on first use."""
+        if self._step_metadata is None:
+            with checkpoint.quiet_absl():
+                self._step_metadata = checkpoint.read_step_metadata(self.path)
+        return self._step_metadata
 
     @property
     def recorded_fingerprint(self) -> str | None:

@@ -100,6 +100,7 @@ class LeafRecord:
     dtype: str
     nbytes: int
     stats: LeafStats | None = None
+    key_impl: str | None = None  # a typed PRNG key array: shape and dtype are the keys'
 
     @property
     def size(self) -> int:
@@ -117,6 +118,8 @@ class LeafRecord:
             "size": self.size,
             "bytes": self.nbytes,
         }
+        if self.key_impl is not None:
+            record["key_impl"] = self.key_impl
         if self.stats is not None:
             record.update(self.stats.as_json())
         return record
@@ -484,13 +487,13 @@ def _flag_cell(row: SummaryRow) -> Any:
 def _total_line(summary: Summary) -> str:
     totals = (
         f"{summary.total_params:,} params, {format_bytes(summary.total_bytes)} "
-        f"in {len(summary.leaves)}"
+        f"in {len(summary.leaves):,}"
     )
     chosen = summary.leaf_filter
     if chosen is None:
         return f"total: {totals} arrays"
     globs = " ".join(chosen.globs)
-    return f"total of filtered leaves ({globs}): {totals} of {chosen.of} arrays"
+    return f"total of filtered leaves ({globs}): {totals} of {chosen.of:,} arrays"
 
 
 def render_table(summary: Summary, *, expand: bool = False, max_depth: int | None = None) -> Any:

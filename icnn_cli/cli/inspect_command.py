@@ -60,6 +60,6 @@ def inspect(
 
         summary = inspect_checkpoint(path, with_stats=stats, globs=filters or ())
         output.result(
-            summary.as_json(max_depth=depth),
+            lambda: summary.as_json(max_depth=depth),
             lambda: render_table(summary, expand=expand, max_depth=depth),
         )

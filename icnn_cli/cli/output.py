@@ -44,9 +44,13 @@ class Output:
     def __init__(self, json_mode: bool = False) -> None:
         self.json_mode = json_mode
 
-    def result(self, data: dict[str, Any], render: Callable[[], Any]) -> None:
+    def result(
+        self, data: dict[str, Any] | Callable[[], dict[str, Any]], render: Callable[[], Any]
+    ) -> None:
+        """Print ``render()`` or the JSON of ``data`` (a callable is only called for JSON)."""
         if self.json_mode:
-            sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
+            document = data() if callable(data) else data
+            sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
         else:
             make_console(sys.stdout).print(render())
 

@@ -1,0 +1,149 @@
+"""Orbax's metadata files read directly: the tree, each array's zarr header, typed-key impls.
+
+``StandardCheckpointer().metadata()`` opens every array through tensorstore one
+by one: about 12 s for 10,000 leaves on a busy 2-core machine (BENCHMARKS.md).
+The same facts sit in small JSON files: ``_METADATA`` has the tree (key paths
+and value types) and each array's zarr header (``<name>/.zarray`` or
+``<name>/zarr.json``, inside the OCDBT store or as plain files) has its shape
+and dtype. Reading those in one batch takes well under a second.
+
+These files are not a public Orbax API, so the reader is strict: anything it
+does not recognise raises :class:`UnexpectedLayout` and the caller falls back
+to Orbax's ``metadata()``. ``tests/test_layouts.py`` compares both on golden
+checkpoints of every layout, so a format change in an Orbax upgrade shows up
+as a failing test rather than as wrong output.
+
+Typed PRNG keys are stored as their ``uint32`` key data; only
+``array_metadatas/process_*`` records the impl (Orbax's ``metadata()`` shows
+``uint32``), so :func:`key_impls` reads it for either path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from icnn_cli.summary import LeafRecord
+
+TREE_METADATA = "_METADATA"
+ARRAY_METADATAS = "array_metadatas"
+ARRAY_VALUE_TYPES = frozenset({"np.ndarray", "jax.Array", "scalar"})
+EMPTY_VALUE_TYPES = frozenset({"None", "Dict", "List", "Tuple"})  # dropped by tree flattening
+SEQUENCE_KEY = 1  # Orbax's KeyType.SEQUENCE; 2 is a dict key
+KEY_DATA_WORDS = {"threefry2x32": 2, "rbg": 4, "unsafe_rbg": 4}  # jax.random key_data shapes
+
+
+class UnexpectedLayout(Exception):
+    """The metadata files do not look as this reader expects; use Orbax's API instead."""
+
+
+def _load_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_bytes())
+    except (OSError, ValueError) as error:
+        raise UnexpectedLayout(f"{file.name}: {error}") from None
+
+
+def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
+    """``(path parts, sort key)`` of every array leaf in ``_METADATA``."""
+    try:
+        entries = document["tree_metadata"].values()
+    except (KeyError, TypeError, AttributeError):
+        raise UnexpectedLayout("no tree_metadata") from None
+    leaves = []
+    for entry in entries:
+        try:
+            keys = entry["key_metadata"]
+            parts = tuple(str(key["key"]) for key in keys)
+            sort_key = tuple(
+                int(key["key"]) if key["key_type"] == SEQUENCE_KEY else str(key["key"])
+                for key in keys
+            )
+            value_type = entry["value_metadata"]["value_type"]
+        except (KeyError, TypeError, ValueError):
+            raise UnexpectedLayout("unexpected tree_metadata entry") from None
+        if value_type in EMPTY_VALUE_TYPES:
+            continue
+        if value_type not in ARRAY_VALUE_TYPES:
+            raise UnexpectedLayout(f"value type {value_type!r}")
+        leaves.append((parts, sort_key))
+    # jax's tree flattening (Orbax's metadata() order): dict keys sorted, lists by index
+    return sorted(leaves, key=lambda leaf: leaf[1])
+
+
+def _zarr_headers(path: Path, names: Sequence[str], use_ocdbt: bool, use_zarr3: bool) -> list[Any]:
+    header_file = "zarr.json" if use_zarr3 else ".zarray"
+    if not use_ocdbt:
+        return [_load_json(path / name / header_file) for name in names]
+    import tensorstore as ts
+
+    try:
+        store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{path.absolute()}/"}).result()
+        reads = [store.read(f"{name}/{header_file}") for name in names]
+        return [json.loads(read.result().value) for read in reads]
+    except (ValueError, RuntimeError) as error:  # tensorstore reports missing data as ValueError
+        raise UnexpectedLayout(str(error).splitlines()[0] if str(error) else "ocdbt") from None
+
+
+def _dtype(name: str) -> Any:
+    import ml_dtypes
+    import numpy as np
+
+    try:
+        return np.dtype(name)
+    except TypeError:
+        found = getattr(ml_dtypes, name, None)
+        if found is None:
+            raise UnexpectedLayout(f"dtype {name!r}") from None
+        return np.dtype(found)
+
+
+def _shape_and_dtype(header: Any, use_zarr3: bool) -> tuple[tuple[int, ...], Any]:
+    try:
+        shape = tuple(int(dim) for dim in header["shape"])
+        dtype = _dtype(header["data_type"] if use_zarr3 else header["dtype"])
+    except (KeyError, TypeError, ValueError):
+        raise UnexpectedLayout("unexpected zarr header") from None
+    return shape, dtype
+
+
+def leaf_records(path: Path) -> list[LeafRecord]:
+    """One record per array, as ``checkpoint.leaf_records(metadata())`` gives, from the files."""
+    document = _load_json(path / TREE_METADATA)
+    if not isinstance(document, dict):
+        raise UnexpectedLayout(f"{TREE_METADATA} is not an object")
+    use_ocdbt, use_zarr3 = document.get("use_ocdbt"), document.get("use_zarr3")
+    if not isinstance(use_ocdbt, bool) or not isinstance(use_zarr3, bool):
+        raise UnexpectedLayout("use_ocdbt/use_zarr3 missing")
+    entries = _tree_entries(document)
+    names = [".".join(parts) for parts, _ in entries]
+    headers = _zarr_headers(path, names, use_ocdbt, use_zarr3)
+    records = []
+    for (parts, _), header in zip(entries, headers, strict=True):
+        shape, dtype = _shape_and_dtype(header, use_zarr3)
+        size = 1
+        for dim in shape:
+            size *= dim
+        records.append(LeafRecord(parts, shape, str(dtype), size * dtype.itemsize))
+    return records
+
+
+def key_impls(path: Path) -> dict[str, str]:
+    """``{orbax param name: random key impl}`` for the typed PRNG key leaves, if recorded."""
+    directory = path / ARRAY_METADATAS
+    if not directory.is_dir():
+        return {}
+    impls: dict[str, str] = {}
+    for file in sorted(directory.iterdir()):
+        try:
+            document = _load_json(file)
+            for entry in document["array_metadatas"]:
+                metadata = entry["array_metadata"]
+                impl = (metadata.get("ext_metadata") or {}).get("random_key_impl")
+                if impl:
+                    impls[metadata["param_name"]] = str(impl)
+        except (UnexpectedLayout, KeyError, TypeError, AttributeError):
+            continue  # an unreadable file only loses the key impls: the keys show as uint32
+    return impls
