@@ -9,8 +9,8 @@ from pathlib import Path
 from icnn_cli import checkpoint
 from icnn_cli.errors import IcnnError
 from icnn_cli.loading import CheckpointReader
-from icnn_cli.pipeline import header_lines
-from icnn_cli.spec import CheckpointSpec
+from icnn_cli.provenance import header_lines, version_warnings
+from icnn_cli.spec import installed_versions
 from icnn_cli.summary import LeafFilter, LeafRecord, Summary, filter_leaves
 
 
@@ -40,12 +40,15 @@ def inspect_checkpoint(path: Path, with_stats: bool = False, globs: Sequence[str
         }
         leaves = [dataclasses.replace(leaf, stats=stats[leaf.path]) for leaf in leaves]
     spec = reader.spec
+    installed = installed_versions() if spec else {}
     return Summary(
         path=str(path),
         leaves=leaves,
-        header=_header(spec),
+        header=header_lines(spec, reader.written_at, installed),
         spec=spec.model_dump(mode="json") if spec else None,
         leaf_filter=leaf_filter,
+        written_at=reader.written_at,
+        warnings=version_warnings(spec.versions, installed) if spec else [],
     )
 
 
@@ -60,9 +63,3 @@ def _filtered(
             f"(they look like {examples})"
         )
     return kept, LeafFilter(globs=globs, kept=len(kept), of=len(leaves))
-
-
-def _header(spec: CheckpointSpec | None) -> list[tuple[str, str]]:
-    if spec is None:
-        return [("written by", "not icnn (no embedded spec)")]
-    return header_lines(spec)

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from icnn_cli import checkpoint, model
+from icnn_cli import checkpoint, model, provenance
 from icnn_cli.config import IcnnConfig, ModelConfig
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
 from icnn_cli.spec import CheckpointSpec, SampleSpec, parse_spec
@@ -39,12 +39,14 @@ class CheckpointReader:
       spec: the embedded icnn spec, or ``None`` for a checkpoint icnn did not write.
       leaves: one record per array, in the checkpoint's tree order.
       computed_fingerprint: set once :meth:`arrays` has yielded every leaf.
+      written_at: Orbax's commit time, ISO 8601 UTC, when recorded.
     """
 
     path: Path
     spec: CheckpointSpec | None
     leaves: list[LeafRecord]
     computed_fingerprint: str | None = None
+    written_at: str | None = None
     _step_metadata: Any = None
 
     @classmethod
@@ -59,7 +61,8 @@ class CheckpointReader:
             step = checkpoint.check_checkpoint_metadata_file(path)
             leaves = checkpoint.read_leaf_records(path)
         spec = parse_spec(step.get("custom_metadata") or {}, str(path))
-        return cls(path=path, spec=spec, leaves=leaves)
+        written = provenance.written_at(step.get("commit_timestamp_nsecs"))
+        return cls(path=path, spec=spec, leaves=leaves, written_at=written)
 
     @property
     def step_metadata(self) -> Any:

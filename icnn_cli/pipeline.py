@@ -10,6 +10,7 @@ from typing import Any
 from icnn_cli import checkpoint, model, rngs
 from icnn_cli.config import IcnnConfig
 from icnn_cli.init import abstract_variables, compiled_init, select_device
+from icnn_cli.provenance import header_lines
 from icnn_cli.spec import METADATA_KEY, CheckpointSpec, SampleSpec, StreamSpec, installed_versions
 from icnn_cli.summary import LeafRecord, Summary
 
@@ -43,16 +44,6 @@ def leaf_records_of(tree: Any) -> list[LeafRecord]:
         shape = tuple(int(dim) for dim in leaf.shape)
         records.append(LeafRecord(parts, shape, str(dtype), int(np.prod(shape)) * dtype.itemsize))
     return records
-
-
-def header_lines(spec: CheckpointSpec) -> list[tuple[str, str]]:
-    return [
-        ("seed", str(spec.seed)),
-        ("streams", spec.streams_text()),
-        ("rng impl", spec.rng_impl),
-        ("fingerprint", spec.fingerprint.removeprefix("sha256:")[:16]),
-        ("device", spec.device),
-    ]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -168,6 +168,8 @@ class Summary:
     header: Sequence[tuple[str, str]] = ()
     spec: dict[str, Any] | None = None
     leaf_filter: LeafFilter | None = None
+    written_at: str | None = None  # Orbax's commit time, ISO 8601 UTC
+    warnings: Sequence[str] = ()  # e.g. installed versions that differ from the writer's
 
     @property
     def total_params(self) -> int:
@@ -181,6 +183,8 @@ class Summary:
         """Every leaf, never collapsed; ``modules`` gives subtotals down to ``max_depth``."""
         return {
             "path": self.path,
+            "written_at": self.written_at,
+            "warnings": list(self.warnings),
             "total_params": self.total_params,
             "total_bytes": self.total_bytes,
             "filter": self.leaf_filter.as_json() if self.leaf_filter else None,

@@ -6,6 +6,7 @@ if an Orbax upgrade changes the on-disk format, these tests fail.
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 from pathlib import Path
@@ -188,3 +189,68 @@ def test_icnn_golden_checkpoint_still_verifies(icnn):
     assert report["spec"]["seed"] == make_golden.ICNN_CONFIG["init"]["seed"]
     assert report["spec"]["config"]["model"] == make_golden.ICNN_CONFIG["model"]
     assert len(report["leaves"]) == 23
+
+
+def test_provenance_header_of_an_icnn_checkpoint(icnn):
+    path = GOLDEN / make_golden.ICNN
+    text = icnn("inspect", path).stdout
+    report = json.loads(icnn("inspect", path, "--json").stdout)
+
+    header = {
+        label.strip(): value.strip()
+        for label, value in (line.split("  ", 1) for line in text.split("\n\n")[0].splitlines())
+    }
+    spec = report["spec"]
+    nanoseconds = json.loads((path / "_CHECKPOINT_METADATA").read_text())["commit_timestamp_nsecs"]
+    committed = datetime.datetime.fromtimestamp(nanoseconds // 10**9, datetime.UTC)
+    assert report["written_at"] == committed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert header["written"] == committed.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert header["seed"] == "7" and header["streams"] == "params=7"
+    assert header["rng impl"] == "threefry2x32"
+    assert header["threefry partitionable"] == "on"
+    assert header["versions"] == ", ".join(
+        f"{package} {version}" for package, version in spec["versions"].items()
+    )
+    assert header["device"] == spec["device"]
+    assert header["fingerprint"] == spec["fingerprint"][7:23]
+    assert report["warnings"] == []
+
+
+def test_installed_versions_that_differ_from_the_writer_are_warned_about(icnn, tmp_path):
+    copy = tmp_path / "older"
+    shutil.copytree(GOLDEN / make_golden.ICNN, copy)
+    metadata_file = copy / "_CHECKPOINT_METADATA"
+    recorded = json.loads(metadata_file.read_text())
+    installed = recorded["custom_metadata"]["icnn"]["versions"]["ott-jax"]
+    recorded["custom_metadata"]["icnn"]["versions"]["ott-jax"] = "0.5.0"
+    metadata_file.write_text(json.dumps(recorded))
+
+    result = icnn("inspect", copy)
+    report = json.loads(icnn("inspect", copy, "--json").stdout)
+
+    warning = (
+        f"written with ott-jax 0.5.0, installed {installed}: `icnn verify` may not reproduce it"
+    )
+    assert result.stderr == f"icnn: warning: {warning}\n"
+    assert f"ott-jax 0.5.0 (installed {installed})" in result.stdout
+    assert report["warnings"] == [warning]
+
+
+def test_header_names_the_gaussian_map_samples_by_sha256():
+    from icnn_cli.provenance import header_lines
+    from icnn_cli.spec import SampleSpec, parse_spec
+
+    recorded = json.loads((GOLDEN / make_golden.ICNN / "_CHECKPOINT_METADATA").read_text())
+    spec = parse_spec(recorded["custom_metadata"], "golden").model_copy(
+        update={
+            "gaussian_map_samples": [
+                SampleSpec(role="source", path="s.npy", sha256="ab" * 32, shape=[9, 2]),
+                SampleSpec(role="target", path="t.npy", sha256="cd" * 32, shape=[9, 2]),
+            ]
+        }
+    )
+
+    lines = dict(header_lines(spec))
+
+    assert lines["source sample"] == f"sha256 {'ab' * 8}  s.npy"
+    assert lines["target sample"] == f"sha256 {'cd' * 8}  t.npy"

@@ -59,6 +59,8 @@ def inspect(
         from icnn_cli.summary import render_table
 
         summary = inspect_checkpoint(path, with_stats=stats, globs=filters or ())
+        for warning in summary.warnings:
+            output.warn(warning)
         output.result(
             lambda: summary.as_json(max_depth=depth),
             lambda: render_table(summary, expand=expand, max_depth=depth),

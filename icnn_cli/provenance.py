@@ -1,0 +1,77 @@
+"""Where a checkpoint came from, at a glance: the header lines and the version warnings.
+
+The facts come from the embedded spec (seed, streams, rng impl, threefry setting,
+versions, device, fingerprint, Gaussian-map samples) and from Orbax's own commit
+timestamp. When the installed packages differ from those that wrote the
+checkpoint, re-running the init may give other numbers, so that is said.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+
+from icnn_cli.spec import CheckpointSpec
+
+SHORT_HASH = 16  # hex digits shown in the header; the JSON has them all
+
+
+def written_at(commit_timestamp_nsecs: object) -> str | None:
+    """Orbax's commit timestamp (nanoseconds since the epoch) as ISO 8601 UTC, if recorded."""
+    if not isinstance(commit_timestamp_nsecs, int) or commit_timestamp_nsecs <= 0:
+        return None
+    moment = datetime.datetime.fromtimestamp(commit_timestamp_nsecs // 10**9, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def versions_text(recorded: Mapping[str, str], installed: Mapping[str, str] | None) -> str:
+    """``jax 0.10.2, ott-jax 0.5.0 (installed 0.6.0), ...``."""
+    parts = []
+    for package, version in recorded.items():
+        now = (installed or {}).get(package)
+        parts.append(
+            f"{package} {version}" + (f" (installed {now})" if now and now != version else "")
+        )
+    return ", ".join(parts)
+
+
+def version_warnings(recorded: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
+    """One warning per package whose installed version differs from the writer's."""
+    return [
+        f"written with {package} {version}, installed {installed[package]}: "
+        "`icnn verify` may not reproduce it"
+        for package, version in recorded.items()
+        if package in installed and installed[package] != version
+    ]
+
+
+def header_lines(
+    spec: CheckpointSpec | None,
+    written: str | None = None,
+    installed: Mapping[str, str] | None = None,
+) -> list[tuple[str, str]]:
+    """The ``label  value`` lines above the tree.
+
+    Args:
+      spec: the embedded spec; ``None`` for a checkpoint icnn did not write.
+      written: the commit time (from :func:`written_at`), if known.
+      installed: the installed versions, to mark the ones that differ.
+    """
+    when = [("written", written.replace("T", " ").replace("Z", " UTC"))] if written else []
+    if spec is None:
+        return [("written by", "not icnn (no embedded spec)"), *when]
+    lines = [
+        ("seed", str(spec.seed)),
+        ("streams", spec.streams_text()),
+        ("rng impl", spec.rng_impl),
+        ("threefry partitionable", "on" if spec.threefry_partitionable else "off"),
+        ("versions", versions_text(spec.versions, installed)),
+        ("device", spec.device),
+        *when,
+        ("fingerprint", spec.fingerprint.removeprefix("sha256:")[:SHORT_HASH]),
+    ]
+    for sample in spec.gaussian_map_samples:
+        lines.append(
+            (f"{sample.role} sample", f"sha256 {sample.sha256[:SHORT_HASH]}  {sample.path}")
+        )
+    return lines
