@@ -14,18 +14,25 @@ from icnn_cli.spec import installed_versions
 from icnn_cli.summary import LeafFilter, LeafRecord, Summary, filter_leaves
 
 
-def inspect_checkpoint(path: Path, with_stats: bool = False, globs: Sequence[str] = ()) -> Summary:
+def inspect_checkpoint(
+    path: Path, with_stats: bool = False, globs: Sequence[str] = (), step: int | None = None
+) -> Summary:
     """Summarise the checkpoint at ``path``.
 
     Args:
-      path: an Orbax checkpoint directory.
+      path: an Orbax checkpoint directory, or a ``CheckpointManager`` root (numbered
+        step directories), whose step ``step`` (default: the latest) is summarised.
       with_stats: read the arrays (leaf by leaf) for statistics and NaN/Inf counts. The
         recorded fingerprint is checked too, so damaged data raises :class:`IcnnError`
         (exit 1) instead of giving wrong statistics; except with ``globs``, where only
         the kept leaves are read and the fingerprint (of the whole tree) cannot be checked.
       globs: keep only leaves whose path (or a module path above them) matches one of
         these ``fnmatch`` globs.
+      step: with a ``CheckpointManager`` root, the step to summarise.
     """
+    manager_step = checkpoint.resolve_manager_step(path, step)
+    if manager_step is not None:
+        path = manager_step.item
     reader = CheckpointReader.open(path)
     leaves = reader.leaves
     leaf_filter = None
@@ -44,12 +51,24 @@ def inspect_checkpoint(path: Path, with_stats: bool = False, globs: Sequence[str
     return Summary(
         path=str(path),
         leaves=leaves,
-        header=header_lines(spec, reader.written_at, installed),
+        header=_step_header(manager_step) + header_lines(spec, reader.written_at, installed),
         spec=spec.model_dump(mode="json") if spec else None,
         leaf_filter=leaf_filter,
         written_at=reader.written_at,
         warnings=version_warnings(spec.versions, installed) if spec else [],
+        manager_step=manager_step.as_json() if manager_step else None,
     )
+
+
+def _step_header(manager_step: checkpoint.ManagerStep | None) -> list[tuple[str, str]]:
+    if manager_step is None:
+        return []
+    steps = [(number, str(number)) for number in manager_step.steps]
+    latest = " (latest)" if manager_step.step == manager_step.steps[-1] else ""
+    return [
+        ("manager root", str(manager_step.root)),
+        ("step", f"{manager_step.step}{latest} of steps {checkpoint.steps_text(steps)}"),
+    ]
 
 
 def _filtered(

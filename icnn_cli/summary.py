@@ -170,6 +170,7 @@ class Summary:
     leaf_filter: LeafFilter | None = None
     written_at: str | None = None  # Orbax's commit time, ISO 8601 UTC
     warnings: Sequence[str] = ()  # e.g. installed versions that differ from the writer's
+    manager_step: dict[str, Any] | None = None  # CheckpointManager root, steps, chosen step
 
     @property
     def total_params(self) -> int:
@@ -201,7 +202,7 @@ class Summary:
                 if not row.is_leaf
             ],
             "spec": self.spec,
-        }
+        } | ({"checkpoint_manager": self.manager_step} if self.manager_step else {})
 
 
 # --- rows ------------------------------------------------------------------------------------
@@ -537,3 +538,53 @@ def render_table(summary: Summary, *, expand: bool = False, max_depth: int | Non
         table.add_row(*cells, style=None if row.is_leaf else "bold")
     total = Text(_total_line(summary), style="bold")
     return Group(header, Text(""), table, Text(""), total)
+
+
+# --- Markdown (CI job summaries) ----------------------------------------------------------------
+
+
+def render_markdown(summary: Summary, *, expand: bool = False, max_depth: int | None = None) -> str:
+    """The summary as GitHub-flavoured Markdown: a facts table, the tree table, a total line.
+
+    The tree keeps its guides, with no-break spaces so Markdown does not collapse them.
+    """
+    rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
+    with_stats = any(leaf.stats is not None for leaf in summary.leaves)
+    facts = [("path", f"`{summary.path}`"), *summary.header]
+    lines = [f"| {_md_cell(facts[0][0])} | {_md_cell(facts[0][1])} |", "|---|---|"]
+    lines += [f"| {_md_cell(label)} | {_md_cell(value)} |" for label, value in facts[1:]]
+    header = ["tree", "shape", "dtype", "params", "bytes"]
+    align = ["---", "---", "---", "--:", "--:"]
+    if with_stats:
+        header += ["mean", "std", "min", "max", "neg", "flags"]
+        align += ["--:"] * 5 + ["---"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for row in rows:
+        cells = [
+            _md_tree_cell(row),
+            f"`{row.shape}`" if row.is_leaf else "",
+            row.dtype or "",
+            f"{row.params:,}",
+            format_bytes(row.nbytes),
+        ]
+        if with_stats:
+            shown = row.is_leaf or row.truncated
+            cells += _stat_cells(row.stats if shown else None)
+            cells.append(" ".join(row.flags) if shown else "")
+        lines.append("| " + " | ".join(_md_cell(cell) for cell in cells) + " |")
+    lines += ["", f"**{_md_cell(_total_line(summary))}**"]
+    return "\n".join(lines) + "\n"
+
+
+def _md_tree_cell(row: SummaryRow) -> str:
+    name = row.name if row.is_leaf else f"**{row.name}**"
+    if row.count > 1:
+        name += f" ×{row.count}"
+    if row.truncated:
+        name += " …"
+    return row.guide.replace(" ", "\u00a0") + name
+
+
+def _md_cell(text: str) -> str:
+    # A pipe would end the cell and a newline the row.
+    return text.replace("|", "\\|").replace("\n", " ")

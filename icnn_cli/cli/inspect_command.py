@@ -1,7 +1,8 @@
-"""``icnn inspect``: what is in any Orbax checkpoint, human or JSON."""
+"""``icnn inspect``: what is in any Orbax checkpoint, as a tree table, Markdown or JSON."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +13,21 @@ from icnn_cli.cli.options import JsonOpt
 from icnn_cli.cli.output import Output
 
 
+class OutputFormat(StrEnum):
+    text = "text"
+    md = "md"
+    json = "json"
+
+
 def inspect(
-    path: Annotated[Path, typer.Argument(help="Orbax checkpoint directory.", show_default=False)],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Orbax checkpoint directory, or a CheckpointManager root (numbered step "
+            "directories).",
+            show_default=False,
+        ),
+    ],
     stats: Annotated[
         bool,
         typer.Option(
@@ -50,18 +64,41 @@ def inspect(
             show_default=False,
         ),
     ] = None,
+    step: Annotated[
+        int | None,
+        typer.Option(
+            "--step",
+            help="When PATH is an Orbax CheckpointManager root: inspect this step "
+            "(default: the latest).",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help="text (a tree table), md (Markdown, for CI job summaries) or json.",
+        ),
+    ] = OutputFormat.text,
     json_output: JsonOpt = False,
 ) -> None:
     """Show the tree of an Orbax checkpoint (any writer), and the icnn spec if it has one."""
-    output = Output(json_output)
     with reported_errors():
+        from icnn_cli.errors import IcnnError
         from icnn_cli.inspection import inspect_checkpoint
-        from icnn_cli.summary import render_table
+        from icnn_cli.summary import render_markdown, render_table
 
-        summary = inspect_checkpoint(path, with_stats=stats, globs=filters or ())
+        if json_output and output_format not in (OutputFormat.text, OutputFormat.json):
+            raise IcnnError(f"--json: conflicts with --format {output_format.value}")
+        output = Output(
+            json_mode=json_output or output_format == OutputFormat.json,
+            markdown_mode=output_format == OutputFormat.md,
+        )
+        summary = inspect_checkpoint(path, with_stats=stats, globs=filters or (), step=step)
         for warning in summary.warnings:
             output.warn(warning)
         output.result(
             lambda: summary.as_json(max_depth=depth),
             lambda: render_table(summary, expand=expand, max_depth=depth),
+            lambda: render_markdown(summary, expand=expand, max_depth=depth),
         )

@@ -41,16 +41,25 @@ def make_console(stream: Any) -> Any:
 class Output:
     """Writes one command's result as rich/plain text or as exactly one JSON document."""
 
-    def __init__(self, json_mode: bool = False) -> None:
+    def __init__(self, json_mode: bool = False, markdown_mode: bool = False) -> None:
         self.json_mode = json_mode
+        self.markdown_mode = markdown_mode
 
     def result(
-        self, data: dict[str, Any] | Callable[[], dict[str, Any]], render: Callable[[], Any]
+        self,
+        data: dict[str, Any] | Callable[[], dict[str, Any]],
+        render: Callable[[], Any],
+        markdown: Callable[[], str] | None = None,
     ) -> None:
-        """Print ``render()`` or the JSON of ``data`` (a callable is only called for JSON)."""
+        """Write the JSON of ``data``, ``markdown()`` verbatim, or ``render()`` through rich.
+
+        A callable ``data`` is only called for JSON.
+        """
         if self.json_mode:
             document = data() if callable(data) else data
             sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        elif self.markdown_mode and markdown is not None:
+            sys.stdout.write(markdown())
         else:
             make_console(sys.stdout).print(render())
 
