@@ -59,9 +59,9 @@ def ensure_committed_checkpoint(path: Path) -> None:
     if not (path / TREE_METADATA).is_file():
         steps = manager_steps(path)
         hint = (
-            f" (it is a CheckpointManager root with steps {steps_text(steps)}: give one step's "
-            f"checkpoint, e.g. {_example_item(path / steps[-1][1])}; `icnn inspect` takes the "
-            "root itself)"
+            f" (it holds step directories {steps_text(steps)} of a CheckpointManager root: give "
+            f"one step's checkpoint, e.g. {_example_item(path / steps[-1][1])}; `icnn inspect` "
+            "takes the root itself)"
             if steps
             else ""
         )

@@ -393,7 +393,13 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list], str]] = {
                 "it holds step directories 100, 200",
             ),
         )
+        # inspect reads a CheckpointManager root's latest step (tests/test_inspect_ci.py)
+        if (command, what) != ("inspect", "a directory of steps")
     },
+    "inspect: a directory of uncommitted steps": (
+        not_a_checkpoint("inspect", make_dir("run", "100/_METADATA", "200/_METADATA")),
+        "run/200: Orbax checkpoint was never committed",
+    ),
 }
 
 

@@ -116,5 +116,5 @@ def test_other_commands_name_the_step_checkpoint_to_use(icnn, manager_root):
     result = icnn("diff", manager_root, manager_root)
 
     assert result.exit_code == 2
-    assert "CheckpointManager root with steps 0, 5, 10" in result.stderr
+    assert "it holds step directories 0, 5, 10 of a CheckpointManager root" in result.stderr
     assert f"e.g. {manager_root / '10' / 'default'}" in result.stderr
