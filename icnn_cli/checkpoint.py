@@ -32,11 +32,15 @@ CHECKPOINT_METADATA = "_CHECKPOINT_METADATA"
 MAX_CHECKPOINT_METADATA_BYTES = 4 << 20  # Orbax's own entries plus an icnn spec are a few KiB
 ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"
 STAGING_TAG = ".icnn-staging-"
+ASIDE_TAG = ".icnn-aside-"  # the old checkpoint during a fallback (non-renameat2) swap
 READ_BATCH_BYTES = 64 << 20  # leaves are read in batches of about this size for --stats
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
+# renameat2 flags are refused with EINVAL by filesystems that lack them, and the
+# call is ENOSYS where the kernel or libc has no renameat2.
+_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 
 
 # --- what is a committed checkpoint ----------------------------------------------------
@@ -49,10 +53,10 @@ def ensure_committed_checkpoint(path: Path) -> None:
     markers are checked here: no tmp suffix, a commit marker and tree metadata.
     """
     if not path.exists():
-        raise IcnnError(f"{path}: no such checkpoint")
+        raise IcnnError(f"{path}: no such checkpoint{interrupted_swap_hint(path)}")
     if not path.is_dir():
         raise IcnnError(f"{path}: not an Orbax checkpoint (it is a file, not a directory)")
-    if ORBAX_TMP_SUFFIX in path.name or STAGING_TAG in path.name:
+    if any(tag in path.name for tag in (ORBAX_TMP_SUFFIX, STAGING_TAG, ASIDE_TAG)):
         raise IcnnError(
             f"{path}: an unfinished save left this temporary directory; it is not a checkpoint"
         )
@@ -259,25 +263,76 @@ def staging_path(target: Path) -> Path:
     return target.parent / f".{target.name}{STAGING_TAG}{os.getpid()}"
 
 
-def clean_stale_staging(target: Path) -> list[Path]:
-    """Remove staging directories left by dead icnn processes for ``target``."""
-    removed = []
-    prefix = f".{target.name}{STAGING_TAG}"
+def aside_path(target: Path) -> Path:
+    return target.parent / f".{target.name}{ASIDE_TAG}{os.getpid()}"
+
+
+def _leftovers(target: Path, tag: str) -> list[tuple[Path, bool]]:
+    """``(path, owner is gone)`` for each temporary named ``.<target><tag><pid>...``."""
+    prefix = f".{target.name}{tag}"
     if not target.parent.is_dir():
-        return removed
-    for candidate in target.parent.iterdir():
+        return []
+    found = []
+    for candidate in sorted(target.parent.iterdir()):
         if not candidate.name.startswith(prefix):
             continue
         pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
-        if pid_text.isdigit() and _process_alive(int(pid_text)) and int(pid_text) != os.getpid():
-            continue
-        shutil.rmtree(candidate, ignore_errors=True)
-        removed.append(candidate)
+        owner_alive = (
+            pid_text.isdigit() and int(pid_text) != os.getpid() and _process_alive(int(pid_text))
+        )
+        found.append((candidate, not owner_alive))
+    return found
+
+
+def clean_stale_staging(target: Path) -> list[Path]:
+    """Remove staging directories left by dead icnn processes for ``target``."""
+    removed = []
+    for candidate, owner_gone in _leftovers(target, STAGING_TAG):
+        if owner_gone:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
     return removed
 
 
+def recover_interrupted_swap(target: Path) -> Path | None:
+    """Put back a checkpoint that a killed rename-aside swap left beside ``target``.
+
+    Only the fallback swap (for filesystems without ``RENAME_EXCHANGE``) has a
+    moment where ``target`` is missing: the old checkpoint is then at the aside
+    name. Returns the path it was restored from, if any; stale asides next to a
+    present ``target`` are deleted.
+    """
+    restored = None
+    for candidate, owner_gone in _leftovers(target, ASIDE_TAG):
+        if not owner_gone:
+            continue
+        if not target.exists() and not target.is_symlink():
+            os.rename(candidate, target)
+            _fsync_directory(target.parent)
+            restored = candidate
+        else:
+            shutil.rmtree(candidate, ignore_errors=True)
+    return restored
+
+
+def interrupted_swap_hint(target: Path) -> str:
+    """Where an interrupted ``--force`` swap left the previous checkpoint, if it did."""
+    for candidate, owner_gone in _leftovers(target, ASIDE_TAG):
+        if owner_gone:
+            return (
+                f" (an interrupted 'icnn init --force' left the previous checkpoint at "
+                f"{candidate}; the next 'icnn init' with this --out puts it back)"
+            )
+    return ""
+
+
 def check_output_path(target: Path, force: bool) -> None:
-    """Refuse (exit 2) an output path that cannot take a new checkpoint, before any work."""
+    """Refuse (exit 2) an output path that cannot take a new checkpoint, before any work.
+
+    First puts back a checkpoint that an interrupted fallback swap left aside, so
+    ``target`` is judged as it really stands.
+    """
+    recover_interrupted_swap(target)
     if target.is_file() or target.is_symlink():
         raise IcnnError(f"--out {target}: exists and is a file, not a checkpoint directory")
     if target.exists():
@@ -335,21 +390,54 @@ def write_checkpoint_atomically(
 
 def _commit(staging: Path, target: Path, force: bool) -> None:
     if target.exists() and force:
+        _swap_in(staging, target)
+    else:
+        _move_in(staging, target)
+    _fsync_directory(target.parent)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace the checkpoint at ``target`` by ``staging``; the old one ends at ``staging``."""
+    try:
         # RENAME_EXCHANGE swaps both names in one step; the old checkpoint then
         # sits at the staging name and is deleted by the caller's cleanup.
         _renameat2(staging, target, _RENAME_EXCHANGE)
-    else:
+        return
+    except OSError as error:
+        if error.errno == errno.ENOENT and staging.exists():
+            return _move_in(staging, target)  # the old one vanished meanwhile
+        if error.errno not in _UNSUPPORTED:
+            raise
+    # Rename-aside for filesystems without RENAME_EXCHANGE (NFS, some FUSE, old
+    # kernels): between the two renames ``target`` is missing and the old
+    # checkpoint sits at the aside name, which the next run puts back.
+    aside = aside_path(target)
+    os.rename(target, aside)
+    _fsync_directory(target.parent)
+    os.rename(staging, target)
+    _fsync_directory(target.parent)
+    os.rename(aside, staging)
+
+
+def _move_in(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target`` unless something is there already."""
+    try:
         try:
             _renameat2(staging, target, _RENAME_NOREPLACE)
         except OSError as error:
-            if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise IcnnError(
-                    f"--out {target}: another process created it while this one was writing; "
-                    "its checkpoint was kept",
-                    RUNTIME_ERROR,
-                ) from None
-            raise
-    _fsync_directory(target.parent)
+            if error.errno not in _UNSUPPORTED:
+                raise
+            # rename(2) of a directory fails on a non-empty target directory,
+            # which is what a racing writer's committed checkpoint is.
+            os.rename(staging, target)
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise IcnnError(
+                f"--out {target}: another process created it while this one was writing; "
+                "its checkpoint was kept",
+                RUNTIME_ERROR,
+            ) from None
+        raise
 
 
 # --- reading ----------------------------------------------------------------------------------

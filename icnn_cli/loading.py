@@ -29,6 +29,9 @@ from icnn_cli.errors import RUNTIME_ERROR, IcnnError
 from icnn_cli.spec import CheckpointSpec, SampleSpec, parse_spec
 from icnn_cli.summary import LeafRecord
 
+NPY_HEADER_BYTES = 1 << 16  # numpy caps .npy headers far below this
+MAX_SAMPLE_ITEMSIZE = 16  # bytes per value of the widest float dtype
+
 
 @dataclasses.dataclass
 class CheckpointReader:
@@ -189,10 +192,16 @@ def unchanged_sample(record: SampleSpec, dim_data: int) -> Any | None:
     """The recorded sample array if its file is still there with the same sha256, else None.
 
     The recorded path came from untrusted metadata, so it is loaded with the
-    same checks as a config's sample file (regular file, no pickles, 2-D floats).
+    same checks as a config's sample file (regular file, no pickles, 2-D floats),
+    and a file far larger than the recorded shape is not even read.
     """
+    import math
+
     path = Path(record.path)
-    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != record.sha256:
+    largest = NPY_HEADER_BYTES + math.prod(record.shape) * MAX_SAMPLE_ITEMSIZE
+    if not path.is_file() or path.stat().st_size > largest:
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != record.sha256:
         return None
     array, _ = model.load_sample_file(path, record.role, dim_data)
     return array

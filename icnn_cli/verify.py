@@ -135,9 +135,12 @@ def verify_checkpoint(path: Path, atol: float | None = None) -> VerifyReport:
             raise
         return _unreadable(path, error.message, None)
     spec = reader.spec
-    reproduced, skip_reason = (
-        (None, "no embedded icnn spec") if spec is None else _rerun(spec, path)
-    )
+    reproduced, skip_reason = None, "no embedded icnn spec"
+    if spec is not None:
+        try:
+            reproduced, skip_reason = _rerun(spec, path)
+        except IcnnError as error:  # an embedded config that does not validate
+            skip_reason = error.message.removeprefix(f"{path}: ")
     try:
         comparison = _compare_stored_with(reader, reproduced, atol)
     except IcnnError as error:

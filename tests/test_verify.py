@@ -148,3 +148,52 @@ def test_human_output_names_both_checks(icnn, original):
     assert lines[0] == [f"{original}:", "verified"]
     assert lines[1][:2] == ["integrity", "ok"]
     assert lines[2][:2] == ["reproducibility", "bit-identical"]
+
+
+def rewrite_spec(checkpoint_dir, change):
+    """Edit the embedded spec as someone handing over a hostile checkpoint could."""
+    path = checkpoint_dir / "_CHECKPOINT_METADATA"
+    metadata = json.loads(path.read_text())
+    change(metadata["custom_metadata"]["icnn"])
+    path.write_text(json.dumps(metadata))
+
+
+def test_embedded_config_is_validated_before_it_drives_a_rerun(icnn, original):
+    from icnn_cli import load
+    from icnn_cli.errors import IcnnError
+
+    rewrite_spec(original, lambda spec: spec["config"]["model"].update(act_fn="os.system"))
+
+    result, report = verify_json(icnn, original)
+    with pytest.raises(IcnnError) as raised:
+        load(original)
+
+    assert result.exit_code == 1
+    reproducibility = report["checkpoints"][0]["reproducibility"]
+    assert reproducibility["status"] == "skipped"
+    assert "embedded config is invalid: model.act_fn" in reproducibility["detail"]
+    assert raised.value.exit_code == 1
+    assert "embedded config is invalid: model.act_fn" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda spec: spec.update(device="x" * (2 << 20)), "not valid JSON or too large"),
+        (lambda spec: spec.update(seed=-5), "embedded icnn spec is damaged: seed"),
+        (lambda spec: spec.update(fingerprint="md5:0"), "embedded icnn spec is damaged"),
+    ],
+    ids=["oversized", "negative seed", "bad fingerprint"],
+)
+def test_malformed_spec_is_refused_by_every_reader(change, expected, icnn, original):
+    rewrite_spec(original, change)
+
+    inspected = icnn("inspect", original)
+    verified = icnn("verify", original)
+
+    assert inspected.exit_code == 1
+    assert (
+        inspected.stderr.startswith(f"icnn: error: {original}: ") and expected in inspected.stderr
+    )
+    assert verified.exit_code == 1
+    assert expected in verified.stderr
