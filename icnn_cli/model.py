@@ -217,3 +217,55 @@ def effective_parameters(model: ModelConfig, params: Any) -> list[EffectiveParam
             EffectiveParameter(parts, transform, np.asarray(values), constrained, role)
         )
     return parameters
+
+
+def layer_outputs(
+    module: Any, variables: Any, points: Any
+) -> tuple[Any, list[tuple[str, str, Any]]]:
+    """``f(points)`` and ``(name, formula, activations [n, units])`` per layer of the ICNN.
+
+    OTT applies ``act_fn`` inline in ``ICNN.__call__``, so ``capture_intermediates``
+    records only the Dense / PosDefPotentials outputs; the activations are rebuilt
+    from those with the module's own ``act_fn``. Jitted because a Gaussian-map
+    ICNN's ``setup`` recomputes the Bures map (matrix square roots) on every call.
+    """
+    import functools
+
+    import jax
+
+    apply = functools.partial(module.apply, capture_intermediates=True, mutable=["intermediates"])
+    values, state = jax.jit(apply)(variables, points)
+    captured = state["intermediates"]
+
+    def output(name: str) -> Any:
+        return captured[name]["__call__"][0]
+
+    count = len(module.dim_hidden) + 1
+    layers = [("hidden 0", "act(w_xs_0(x))", module.act_fn(output("w_xs_0")))]
+    for index in range(1, count):
+        name = "output" if index == count - 1 else f"hidden {index}"
+        formula = f"act(w_zs_{index - 1}(z) + w_xs_{index}(x))"
+        pre_activation = output(f"w_zs_{index - 1}") + output(f"w_xs_{index}")
+        layers.append((name, formula, module.act_fn(pre_activation)))
+    return values, layers
+
+
+def bures_map(source: Any, target: Any) -> tuple[Any, Any]:
+    """``(M, b)`` of the Gaussian (Bures) map ``x -> M x + b`` between the samples' fits.
+
+    The same map OTT's ``PosDefPotentials.init_from_samples`` builds the
+    Gaussian-map init from, so a fresh checkpoint's ``grad f`` starts near it.
+    """
+    import jax
+    import jax.numpy as jnp
+    from ott.tools.gaussian_mixture.gaussian import Gaussian
+
+    # jitted: OTT's matrix square roots run op by op (seconds on CPU) otherwise
+    @jax.jit
+    def fit(source: Any, target: Any) -> tuple[Any, Any]:
+        source_fit = Gaussian.from_samples(source)
+        target_fit = Gaussian.from_samples(target)
+        matrix = source_fit.scale.gaussian_map(target_fit.scale)
+        return matrix, jnp.squeeze(target_fit.loc) - matrix @ jnp.squeeze(source_fit.loc)
+
+    return fit(jnp.asarray(source, jnp.float32), jnp.asarray(target, jnp.float32))

@@ -80,16 +80,35 @@ def inspect(
             help="text (a tree table), md (Markdown, for CI job summaries) or json.",
         ),
     ] = OutputFormat.text,
+    health: Annotated[
+        bool,
+        typer.Option(
+            "--health",
+            help="Run the ICNN on a probe batch: dead units, activation and potential stats, "
+            "distance of grad f from its init map.",
+        ),
+    ] = False,
+    probe: Annotated[
+        int | None,
+        typer.Option("--probe", help="Probe batch size for --health (default 256)."),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Show the tree of an Orbax checkpoint (any writer), and the icnn spec if it has one."""
     with reported_errors():
+        from rich.console import Group
+        from rich.text import Text
+
         from icnn_cli.errors import IcnnError
         from icnn_cli.inspection import inspect_checkpoint
         from icnn_cli.summary import render_markdown, render_table
 
         if json_output and output_format not in (OutputFormat.text, OutputFormat.json):
             raise IcnnError(f"--json: conflicts with --format {output_format.value}")
+        if probe is not None and not health:
+            raise IcnnError("--probe: only meaningful with --health")
+        if probe is not None and probe < 1:
+            raise IcnnError(f"--probe: must be at least 1, got {probe}")
         output = Output(
             json_mode=json_output or output_format == OutputFormat.json,
             markdown_mode=output_format == OutputFormat.md,
@@ -97,8 +116,35 @@ def inspect(
         summary = inspect_checkpoint(path, with_stats=stats, globs=filters or (), step=step)
         for warning in summary.warnings:
             output.warn(warning)
+        if not health:
+            output.result(
+                lambda: summary.as_json(max_depth=depth),
+                lambda: render_table(summary, expand=expand, max_depth=depth),
+                lambda: render_markdown(summary, expand=expand, max_depth=depth),
+            )
+            return
+        from icnn_cli.checkpoint import resolve_manager_step
+        from icnn_cli.health import (
+            DEFAULT_PROBE,
+            probe_health,
+            render_health,
+            render_health_markdown,
+        )
+        from icnn_cli.loading import load_model
+
+        manager_step = resolve_manager_step(path, step)
+        checkpoint_path = manager_step.item if manager_step is not None else path
+        report = probe_health(load_model(checkpoint_path), probe or DEFAULT_PROBE)
         output.result(
-            lambda: summary.as_json(max_depth=depth),
-            lambda: render_table(summary, expand=expand, max_depth=depth),
-            lambda: render_markdown(summary, expand=expand, max_depth=depth),
+            lambda: {**summary.as_json(max_depth=depth), "health": report.as_json()},
+            lambda: Group(
+                render_table(summary, expand=expand, max_depth=depth),
+                Text(""),
+                render_health(report),
+            ),
+            lambda: (
+                render_markdown(summary, expand=expand, max_depth=depth)
+                + "\n"
+                + render_health_markdown(report)
+            ),
         )
