@@ -19,6 +19,7 @@ from icnn_cli.cli.errors import INTERRUPTED, debug_enabled, set_debug
 from icnn_cli.cli.init_command import init
 from icnn_cli.cli.inspect_command import inspect
 from icnn_cli.cli.output import Output
+from icnn_cli.cli.plot_command import plot
 from icnn_cli.cli.schema_command import schema
 from icnn_cli.cli.verify_command import verify
 
@@ -36,6 +37,7 @@ app.command()(schema)
 app.command()(check)
 app.command()(diff)
 app.command()(verify)
+app.command()(plot)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,84 @@
+"""`icnn plot`: the image is written, has the promised size and is not blank."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from matplotlib import image
+
+from tests.conftest import CONFIGS, REPO
+
+README_IMAGE = REPO / "tests" / "data" / "plot-default.png"
+
+
+def distinct_colours(path) -> int:
+    pixels = image.imread(path)
+    return len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0))
+
+
+def test_two_dimensional_plot_has_the_contour_and_a_histogram_per_leaf(icnn, tmp_path):
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    out = tmp_path / "ckpt"
+    assert (
+        icnn("init", "-c", tmp_path / "configs" / "gaussian_map.yaml", "--out", out).exit_code == 0
+    )
+    figure = tmp_path / "fig.png"
+
+    result = icnn("plot", out, "--out", figure, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    written = json.loads(result.stdout)
+    leaves = json.loads(icnn("inspect", out, "--json").stdout)["leaves"]
+    assert written["panels"] == ["potential"] + [leaf["path"] for leaf in leaves]
+    pixels = image.imread(figure)
+    assert pixels.shape[:2] == (written["height"], written["width"])
+    assert written["width"] >= 800 and written["height"] > written["width"]
+    assert figure.stat().st_size > 50_000
+    assert distinct_colours(figure) > 1000  # a contour fill, not an empty canvas
+    assert list(tmp_path.glob(".fig.png*")) == []  # no staging file left behind
+
+
+def test_higher_dimensional_plot_has_only_histograms(icnn, write_config, tmp_path):
+    out = tmp_path / "ckpt"
+    config = write_config({"model": {"dim_data": 5, "dim_hidden": [8]}})
+    assert icnn("init", "-c", config, "--out", out).exit_code == 0
+    figure = tmp_path / "weights.svg"
+
+    result = icnn("plot", out, "--out", figure)
+
+    assert result.exit_code == 0, result.stderr
+    leaves = json.loads(icnn("inspect", out, "--json").stdout)["leaves"]
+    assert result.stdout.startswith(f"wrote {figure} (960x")
+    assert result.stdout.endswith(f"px, {len(leaves)} panels)\n")  # no potential panel
+    text = figure.read_text()
+    assert text.lstrip().startswith("<?xml") and "w_zs_0: kernel" in text
+
+
+def test_readme_image_is_what_plot_draws_for_the_default_config(icnn, tmp_path):
+    out = tmp_path / "ckpt"
+    assert icnn("init", "-c", CONFIGS / "default.yaml", "--seed", 0, "--out", out).exit_code == 0
+    figure = tmp_path / "fig.png"
+
+    assert icnn("plot", out, "--out", figure).exit_code == 0
+
+    assert "tests/data/plot-default.png" in (REPO / "README.md").read_text()
+    # tests/data/make_plot_default.py made it; a layout change shows up here
+    assert image.imread(README_IMAGE).shape[:2] == image.imread(figure).shape[:2]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("fig.nope", "unknown image format '.nope'"),
+        ("missing/fig.png", "does not exist"),
+    ],
+)
+def test_bad_out_exits_2_before_any_work(icnn, tmp_path, name, message):
+    result = icnn("plot", tmp_path / "no-checkpoint-needed", "--out", tmp_path / name)
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"icnn: error: --out {tmp_path / name}: ")
+    assert message in result.stderr and result.stderr.count("\n") == 1
