@@ -301,9 +301,9 @@ def _module_row(name: str, path: tuple[str, ...], leaves: Sequence[LeafRecord]) 
 
 
 def _pooled_stats(leaves: Sequence[LeafRecord]) -> LeafStats | None:
-    if not leaves or any(leaf.stats is None for leaf in leaves):
-        return None
-    return combine_stats([(leaf.stats, leaf.size) for leaf in leaves])
+    # Leaves without stats (typed keys) are left out of the pool.
+    parts = [(leaf.stats, leaf.size) for leaf in leaves if leaf.stats is not None]
+    return combine_stats(parts) if parts else None
 
 
 def _union(flag_sets: Iterable[Sequence[str]]) -> tuple[str, ...]:
@@ -462,11 +462,14 @@ def _format_number(value: float) -> str:
 def _name_cell(row: SummaryRow) -> Any:
     from rich.text import Text
 
-    name = Text(row.guide, style="dim") + Text(row.name, style="cyan" if row.is_leaf else "bold")
+    # Text.append keeps each piece's own style; "+" would give them all the first one's.
+    name = Text()
+    name.append(row.guide, style="dim")
+    name.append(row.name, style="cyan" if row.is_leaf else "bold")
     if row.count > 1:
-        name += Text(f"  x{row.count}", style="magenta")
+        name.append(f"  x{row.count}", style="magenta")
     if row.truncated:
-        name += Text(" …", style="dim")
+        name.append(" …", style="dim")
     return name
 
 

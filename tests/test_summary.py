@@ -362,3 +362,16 @@ def test_a_module_cut_by_depth_shows_the_pooled_stats_and_flags_of_its_leaves():
         expected.max,
     )
     assert params.stats.std == pytest.approx(expected.std)
+
+
+def test_pooled_stats_leave_out_key_leaves_which_have_none():
+    values = np.array([2.0, -4.0], np.float32)
+    leaves = [
+        LeafRecord(("rngs", "dropout"), (), "key<threefry2x32>", 8, key_impl="threefry2x32"),
+        LeafRecord(("rngs", "scale"), (2,), "float32", 8, leaf_statistics(values)),
+    ]
+
+    (rngs,) = summary_rows(leaves, max_depth=1)
+
+    assert rngs.stats == leaf_statistics(values)
+    assert rngs.arrays == 2 and rngs.params == 3
