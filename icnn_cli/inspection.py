@@ -51,7 +51,10 @@ def inspect_checkpoint(
     return Summary(
         path=str(path),
         leaves=leaves,
-        header=_step_header(manager_step) + header_lines(spec, reader.written_at, installed),
+        header=_step_header(manager_step)
+        + header_lines(
+            spec, reader.written_at, installed, _fingerprint_note(with_stats, leaf_filter)
+        ),
         spec=spec.model_dump(mode="json") if spec else None,
         leaf_filter=leaf_filter,
         written_at=reader.written_at,
@@ -82,3 +85,11 @@ def _filtered(
             f"(they look like {examples})"
         )
     return kept, LeafFilter(globs=globs, kept=len(kept), of=len(leaves))
+
+
+def _fingerprint_note(with_stats: bool, leaf_filter: LeafFilter | None) -> str:
+    if not with_stats:
+        return ""
+    if leaf_filter is not None:
+        return "not checked: --filter reads only some leaves"
+    return "checked"

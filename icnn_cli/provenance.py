@@ -49,6 +49,7 @@ def header_lines(
     spec: CheckpointSpec | None,
     written: str | None = None,
     installed: Mapping[str, str] | None = None,
+    fingerprint_note: str = "",
 ) -> list[tuple[str, str]]:
     """The ``label  value`` lines above the tree.
 
@@ -56,6 +57,7 @@ def header_lines(
       spec: the embedded spec; ``None`` for a checkpoint icnn did not write.
       written: the commit time (from :func:`written_at`), if known.
       installed: the installed versions, to mark the ones that differ.
+      fingerprint_note: whether the arrays were checked against the fingerprint.
     """
     when = [("written", written.replace("T", " ").replace("Z", " UTC"))] if written else []
     if spec is None:
@@ -68,7 +70,11 @@ def header_lines(
         ("versions", versions_text(spec.versions, installed)),
         ("device", spec.device),
         *when,
-        ("fingerprint", spec.fingerprint.removeprefix("sha256:")[:SHORT_HASH]),
+        (
+            "fingerprint",
+            spec.fingerprint.removeprefix("sha256:")[:SHORT_HASH]
+            + (f" ({fingerprint_note})" if fingerprint_note else ""),
+        ),
     ]
     for sample in spec.gaussian_map_samples:
         lines.append(

@@ -254,3 +254,16 @@ def test_header_names_the_gaussian_map_samples_by_sha256():
 
     assert lines["source sample"] == f"sha256 {'ab' * 8}  s.npy"
     assert lines["target sample"] == f"sha256 {'cd' * 8}  t.npy"
+
+
+def test_header_says_whether_stats_checked_the_fingerprint(icnn):
+    path = GOLDEN / make_golden.ICNN
+
+    def fingerprint_line(*args: str) -> str:
+        text = icnn("inspect", path, *args).stdout
+        return next(line for line in text.splitlines() if line.startswith("fingerprint"))
+
+    recorded = json.loads(icnn("inspect", path, "--json").stdout)["spec"]["fingerprint"]
+    assert fingerprint_line().split() == ["fingerprint", recorded[7:23]]  # metadata only
+    assert "(checked)" in fingerprint_line("--stats")
+    assert "(not checked: --filter" in fingerprint_line("--stats", "--filter", "params/w_zs_*")
