@@ -55,6 +55,8 @@ def config_text(text: str, *extra: Any) -> Callable[[Path], list]:
 
 
 def not_a_checkpoint(command: str, make: Callable[[Path], Path]) -> Callable[[Path], list]:
+    if command == "diff":
+        return lambda tmp: [command, make(tmp), tmp / "other-side-is-never-reached"]
     return lambda tmp: [command, make(tmp)]
 
 
@@ -367,7 +369,7 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list], str]] = {
     # --- reading commands on things that are not checkpoints
     **{
         f"{command}: {what}": (not_a_checkpoint(command, make), expected)
-        for command in ("inspect", "verify", "check")
+        for command in ("inspect", "verify", "check", "diff")
         for what, make, expected in (
             ("missing path", lambda tmp: tmp / "nope", "no such checkpoint"),
             ("a file", make_file, "not an Orbax checkpoint (it is a file"),

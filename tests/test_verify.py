@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import orbax.checkpoint as ocp
 import pytest
@@ -65,11 +66,25 @@ def resave_with(source, target, change_leaf):
     checkpointer.wait_until_finished()
 
 
-@pytest.fixture
-def original(icnn, write_config, tmp_path):
-    out = tmp_path / "ckpt"
-    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+@pytest.fixture(scope="module")
+def written_once(tmp_path_factory):
+    import yaml
+    from typer.testing import CliRunner
+
+    from icnn_cli.cli import app
+
+    base = tmp_path_factory.mktemp("written_once")
+    (base / "cfg.yaml").write_text(yaml.safe_dump({"model": tiny_model()}))
+    out = base / "ckpt"
+    result = CliRunner().invoke(app, ["init", "-c", str(base / "cfg.yaml"), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
     return out
+
+
+@pytest.fixture
+def original(written_once, tmp_path):
+    """A fresh copy of one tiny icnn checkpoint (tests may damage their copy)."""
+    return Path(shutil.copytree(written_once, tmp_path / "ckpt"))
 
 
 def test_arrays_the_spec_does_not_give_are_named(icnn, original, tmp_path):
