@@ -375,3 +375,20 @@ def test_pooled_stats_leave_out_key_leaves_which_have_none():
 
     assert rngs.stats == leaf_statistics(values)
     assert rngs.arrays == 2 and rngs.params == 3
+
+
+def test_siblings_with_other_dtypes_or_shapes_do_not_collapse():
+    leaves = [
+        LeafRecord(("params", "w_0", "kernel"), (2, 2), "float32", 16),
+        LeafRecord(("params", "w_1", "kernel"), (2, 2), "bfloat16", 8),
+        LeafRecord(("params", "w_2", "kernel"), (2, 3), "float32", 24),
+        LeafRecord(("params", "w_3", "kernel"), (2, 2), "float32", 16),
+    ]
+
+    rows = summary_rows(leaves)
+
+    assert [(row.name, row.count) for row in rows if row.depth == 1] == [
+        ("w_{0,3}", 2),
+        ("w_1", 1),
+        ("w_2", 1),
+    ]
