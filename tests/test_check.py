@@ -194,3 +194,14 @@ def test_bad_search_flags_exit_2_naming_the_flag(icnn, tmp_path, flag, value, me
 
     assert result.exit_code == 2
     assert result.stderr.startswith(f"icnn: error: {message}")
+
+
+def test_search_boxes_add_the_samples_bounding_box():
+    from icnn_cli.convexity import search_boxes
+
+    boxes = search_boxes(2, np.array([[0.0, 1.0], [2.0, -1.0], [1.0, 0.0]]))
+
+    assert [box.label for box in boxes] == ["scale 0.1", "scale 1", "scale 10", "data"]
+    np.testing.assert_array_equal(boxes[1].low, [-1.0, -1.0])
+    np.testing.assert_array_equal(boxes[-1].low, [0.0, -1.0])
+    np.testing.assert_array_equal(boxes[-1].high, [2.0, 1.0])
