@@ -135,12 +135,12 @@ def verify_checkpoint(path: Path, atol: float | None = None) -> VerifyReport:
             raise
         return _unreadable(path, error.message, None)
     spec = reader.spec
-    reproduced, skip_reason = None, "no embedded icnn spec"
+    reproduced, note = None, "no embedded icnn spec"
     if spec is not None:
         try:
-            reproduced, skip_reason = _rerun(spec, path)
+            reproduced, note = _rerun(spec, path)
         except IcnnError as error:  # an embedded config that does not validate
-            skip_reason = error.message.removeprefix(f"{path}: ")
+            note = error.message.removeprefix(f"{path}: ")
     try:
         comparison = _compare_stored_with(reader, reproduced, atol)
     except IcnnError as error:
@@ -150,7 +150,7 @@ def verify_checkpoint(path: Path, atol: float | None = None) -> VerifyReport:
     return VerifyReport(
         path=str(path),
         integrity=_integrity(reader),
-        reproducibility=_reproducibility(reproduced, skip_reason, comparison, atol),
+        reproducibility=_reproducibility(reproduced, note, comparison, atol),
         differing_leaves=comparison.differences,
         recorded_fingerprint=reader.recorded_fingerprint,
         computed_fingerprint=reader.computed_fingerprint,
@@ -184,12 +184,13 @@ def _integrity(reader: CheckpointReader) -> CheckResult:
 
 def _reproducibility(
     reproduced: dict[tuple[str, ...], Any] | None,
-    skip_reason: str | None,
+    note: str,
     comparison: Comparison,
     atol: float | None,
 ) -> CheckResult:
+    """``note`` says why the re-run was skipped, or where it ran."""
     if reproduced is None:
-        return CheckResult(SKIPPED, f"not checked: {skip_reason}")
+        return CheckResult(SKIPPED, f"not checked: {note}")
     count = len(reproduced)
     differences = comparison.differences
     if differences:
@@ -197,22 +198,24 @@ def _reproducibility(
         more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
         tolerance = "bit for bit" if atol is None else f"within atol {atol:g}"
         return CheckResult(
-            DIFFERS, f"{len(differences)} of {count} leaves differ {tolerance}: {shown}{more}"
+            DIFFERS,
+            f"{len(differences)} of {count} leaves differ {tolerance} (re-run {note}): "
+            f"{shown}{more}",
         )
     if not comparison.bit_identical:
         return CheckResult(
             WITHIN_ATOL,
             f"all {count} leaves within atol {atol:g} (largest |diff| "
-            f"{comparison.max_abs_diff:.3g}), not bit for bit",
+            f"{comparison.max_abs_diff:.3g}), not bit for bit (re-run {note})",
         )
-    return CheckResult(IDENTICAL, f"all {count} leaves re-run bit for bit on this machine")
+    return CheckResult(IDENTICAL, f"all {count} leaves re-run bit for bit {note}")
 
 
 def _rerun(spec: CheckpointSpec, path: Path) -> tuple[dict[tuple[str, ...], Any] | None, str]:
-    """The variables the embedded spec gives on this machine, by leaf path (or why not)."""
+    """The variables the embedded spec gives here, by leaf path, and where they were
+    computed; or ``None`` and why the init cannot be re-run."""
     import jax
 
-    from icnn_cli.init import select_device
     from icnn_cli.pipeline import initialize_seed, prepare_init_with_samples
 
     config = spec_config(spec, path)
@@ -225,10 +228,30 @@ def _rerun(spec: CheckpointSpec, path: Path) -> tuple[dict[tuple[str, ...], Any]
                 return None, f"Gaussian-map sample file {record.path} is missing or has changed"
             arrays.append(array)
         samples = (arrays[0], arrays[1])
-    prepared = prepare_init_with_samples(config, samples, [], select_device(None))
+    device, where = _rerun_device(spec)
+    prepared = prepare_init_with_samples(config, samples, [], device)
     with jax.threefry_partitionable(spec.threefry_partitionable):
         variables, _ = initialize_seed(prepared, spec.seed)
-    return dict(checkpoint.flatten_with_paths(variables)), ""
+    return dict(checkpoint.flatten_with_paths(variables)), where
+
+
+def _rerun_device(spec: CheckpointSpec) -> tuple[Any, str]:
+    """The recorded platform's first device when this machine has it, else JAX's default.
+
+    Kernels differ between backends, so only a re-run on the recorded platform is
+    expected to match bit for bit; elsewhere ``--atol`` is the honest comparison.
+    """
+    from icnn_cli.init import PLATFORMS, select_device
+
+    recorded = spec.device.split(":", 1)[0]
+    if recorded in PLATFORMS:
+        try:
+            device = select_device(recorded)
+            return device, f"on {device.platform}:{device.id}, the recorded platform"
+        except IcnnError:
+            pass
+    device = select_device(None)
+    return device, f"on {device.platform}:{device.id}, not the recorded {recorded}"
 
 
 @dataclasses.dataclass

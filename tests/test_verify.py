@@ -212,3 +212,15 @@ def test_malformed_spec_is_refused_by_every_reader(change, expected, icnn, origi
     )
     assert verified.exit_code == 1
     assert expected in verified.stderr
+
+
+def test_rerun_says_when_it_is_not_on_the_recorded_platform(icnn, original):
+    rewrite_spec(original, lambda spec: spec.update(device="tpu:0 (TPU v4)"))
+
+    result, report = verify_json(icnn, original)
+
+    reproducibility = report["checkpoints"][0]["reproducibility"]
+    # No TPU here: the re-run falls back to the CPU and says so.
+    assert reproducibility["status"] == "bit-identical"
+    assert "on cpu:0, not the recorded tpu" in reproducibility["detail"]
+    assert result.exit_code == 0
