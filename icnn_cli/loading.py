@@ -240,19 +240,26 @@ class LoadedModel:
     samples: tuple[Any, Any] | None
 
 
-def load_model(path: str | Path, config_path: Path | None = None) -> LoadedModel:
+def load_model(
+    path: str | Path, config_path: Path | None = None, config_flag: str | None = "--config"
+) -> LoadedModel:
     """Load an icnn checkpoint, or any Orbax checkpoint of an OTT ICNN given its config.
 
     Args:
       path: checkpoint directory.
       config_path: YAML config describing the architecture (``--config``); needed for
         checkpoints icnn did not write, and used instead of the embedded spec when given.
+      config_flag: the flag that gives ``config_path``, named in the error for a
+        checkpoint without a spec; ``None`` where the command has no such flag.
     """
     from icnn_cli.config import load_config
 
     path = Path(path)
     if config_path is None:
-        spec = read_spec(path)
+        spec = CheckpointReader.open(path).spec
+        if spec is None:
+            hint = f"; give its architecture with {config_flag} CFG.yaml" if config_flag else ""
+            raise IcnnError(f"{path}: no embedded icnn spec (not written by icnn init){hint}")
         config = spec_config(spec, path)
         samples = _readable_recorded_samples(spec, config.model.dim_data)
         structure = recorded_samples(spec, config.model.dim_data)

@@ -162,14 +162,27 @@ def test_foreign_checkpoint_is_checked_with_a_config(icnn, write_config, foreign
     assert json.loads(result.stdout)["verdict"] == "certified"
 
 
-def test_foreign_checkpoint_without_config_is_refused(icnn, foreign_icnn_checkpoint):
-    result = icnn("check", foreign_icnn_checkpoint)
+@pytest.mark.parametrize(
+    ("command", "hint"),
+    [
+        (["check"], "; give its architecture with --config CFG.yaml"),
+        (["plot", "--out", "fig.png"], "; give its architecture with --config CFG.yaml"),
+        (["inspect", "--health"], ""),  # inspect has no --config to suggest
+    ],
+)
+def test_foreign_checkpoint_without_config_is_refused(
+    icnn, foreign_icnn_checkpoint, tmp_path, monkeypatch, command, hint
+):
+    monkeypatch.chdir(tmp_path)
+
+    result = icnn(command[0], foreign_icnn_checkpoint, *command[1:])
 
     assert result.exit_code == 2
-    assert (
-        result.stderr == f"icnn: error: {foreign_icnn_checkpoint}: no embedded icnn spec "
-        "(not written by icnn init)\n"
+    assert result.stderr == (
+        f"icnn: error: {foreign_icnn_checkpoint}: no embedded icnn spec "
+        f"(not written by icnn init){hint}\n"
     )
+    assert not (tmp_path / "fig.png").exists()
 
 
 def test_config_that_does_not_match_the_arrays_is_refused(

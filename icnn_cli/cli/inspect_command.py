@@ -134,7 +134,7 @@ def inspect(
 
         manager_step = resolve_manager_step(path, step)
         checkpoint_path = manager_step.item if manager_step is not None else path
-        report = probe_health(load_model(checkpoint_path), probe or DEFAULT_PROBE)
+        report = probe_health(load_model(checkpoint_path, config_flag=None), probe or DEFAULT_PROBE)
         output.result(
             lambda: {**summary.as_json(max_depth=depth), "health": report.as_json()},
             lambda: Group(
