@@ -210,10 +210,20 @@ class StreamingFingerprint:
         if self._last is not None and parts <= self._last:
             raise ValueError(f"leaves must come in path order: {parts} after {self._last}")
         self._last = parts
-        array = np.ascontiguousarray(np.asarray(leaf))
         self._digest.update("/".join(parts).encode())
-        self._digest.update(f"|{array.dtype.str}|{array.shape}|".encode())
-        self._digest.update(array.tobytes())
+        if getattr(leaf, "is_fully_addressable", True):
+            array = np.ascontiguousarray(np.asarray(leaf))
+            self._digest.update(f"|{array.dtype.str}|{array.shape}|".encode())
+            self._digest.update(array.tobytes())
+            return
+        # Split across processes: no process holds it whole, so the same bytes
+        # are gathered block by block (every process takes part).
+        from icnn_cli.sharding import host_blocks
+
+        shape = tuple(int(dim) for dim in leaf.shape)
+        self._digest.update(f"|{np.dtype(leaf.dtype).str}|{shape}|".encode())
+        for block in host_blocks(leaf):
+            self._digest.update(np.ascontiguousarray(block).tobytes())
 
     def value(self) -> str:
         return f"sha256:{self._digest.hexdigest()}"
@@ -259,8 +269,8 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def staging_path(target: Path) -> Path:
-    return target.parent / f".{target.name}{STAGING_TAG}{os.getpid()}"
+def staging_path(target: Path, owner_pid: int | None = None) -> Path:
+    return target.parent / f".{target.name}{STAGING_TAG}{owner_pid or os.getpid()}"
 
 
 def aside_path(target: Path) -> Path:
@@ -388,6 +398,45 @@ def write_checkpoint_atomically(
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def write_checkpoint_from_every_process(
+    target: Path, variables: Any, custom_metadata: dict[str, Any], force: bool
+) -> None:
+    """:func:`write_checkpoint_atomically` for a multi-process run; every process calls it.
+
+    Orbax writes each process's own shards (``ocdbt.process_N/``) into one staging
+    directory named after process 0, and finalizes it behind its own barriers;
+    then process 0 alone fsyncs and swaps it in, and every process learns the outcome.
+    ``target`` must be on a filesystem all processes share.
+    """
+    import orbax.checkpoint as ocp
+
+    from icnn_cli import distributed
+
+    primary = distributed.is_primary()
+    with distributed.all_or_none(f"preparing --out {target}"):
+        check_output_path(target, force)
+        if primary:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale_staging(target)
+    staging = staging_path(target, owner_pid=distributed.primary_value(os.getpid()))
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(staging.absolute(), variables, custom_metadata=custom_metadata)
+            checkpointer.wait_until_finished()
+        # Orbax's async_commit_complete barrier has passed: every process wrote
+        # its shards and process 0 finalized the staging directory.
+        with distributed.all_or_none(f"committing --out {target}"):
+            if primary:
+                _fsync_tree(staging)
+                _commit(staging, target, force)
+    finally:
+        if primary:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+            for leftover in staging.parent.glob(f"{staging.name}{ORBAX_TMP_SUFFIX}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _commit(staging: Path, target: Path, force: bool) -> None:
     if target.exists() and force:
         _swap_in(staging, target)
@@ -510,7 +559,11 @@ def leaf_records(step_metadata: Any) -> list[LeafRecord]:
         shape = tuple(int(dim) for dim in (getattr(meta, "shape", None) or ()))
         dtype = np.dtype(getattr(meta, "dtype", None) or np.float32)
         size = int(np.prod(shape, dtype=np.int64))
-        records.append(LeafRecord(parts, shape, str(dtype), size * dtype.itemsize))
+        records.append(
+            LeafRecord(
+                parts, shape, str(dtype), size * dtype.itemsize, sharding=_sharding_text(meta)
+            )
+        )
     return records
 
 
@@ -525,7 +578,20 @@ def read_leaf_records(path: Path) -> list[LeafRecord]:
         records = metadata_files.leaf_records(path)
     except metadata_files.UnexpectedLayout:
         records = leaf_records(read_step_metadata(path))
-    return with_key_impls(records, metadata_files.key_impls(path))
+    records = with_key_impls(records, metadata_files.key_impls(path))
+    return with_shardings(records, metadata_files.partition_specs(path))
+
+
+def with_shardings(records: Sequence[LeafRecord], specs: dict[str, list]) -> list[LeafRecord]:
+    """Add the mesh layout Orbax recorded for each array (``specs``: param name -> spec)."""
+    from icnn_cli.sharding import describe_spec
+
+    return [
+        dataclasses.replace(record, sharding=describe_spec(specs[name]))
+        if (name := ".".join(record.path)) in specs
+        else record
+        for record in records
+    ]
 
 
 def with_key_impls(records: Sequence[LeafRecord], impls: dict[str, str]) -> list[LeafRecord]:
@@ -546,6 +612,12 @@ def with_key_impls(records: Sequence[LeafRecord], impls: dict[str, str]) -> list
             record = dataclasses.replace(record, key_impl=impl)
         shown.append(record)
     return shown
+
+
+def _sharding_text(meta: Any) -> str | None:
+    from icnn_cli.sharding import describe_sharding_metadata
+
+    return describe_sharding_metadata(meta)
 
 
 def _batches(leaves: Sequence[LeafRecord], budget: int) -> Iterator[list[LeafRecord]]:
@@ -644,13 +716,25 @@ def leaf_statistics(array: Any) -> LeafStats:
 
 
 def restore_variables(path: Path) -> Any:
-    """The whole tree, restored as Orbax's ``StandardCheckpointer`` would."""
+    """The whole tree on this process's first device, whatever mesh wrote it.
+
+    A bare ``restore`` insists on the saved topology ("Topology mismatch" for a
+    checkpoint written by 8 devices), so the target comes from the metadata.
+    """
+    import jax
     import orbax.checkpoint as ocp
 
     ensure_committed_checkpoint(path)
     with ocp.StandardCheckpointer() as checkpointer:
+        tree = _metadata_tree(checkpointer.metadata(path.absolute()))
+        one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=one_device),
+            tree,
+            is_leaf=_is_value_metadata,
+        )
         try:
-            return checkpointer.restore(path.absolute())
+            return checkpointer.restore(path.absolute(), target)
         except Exception as error:  # see _restore_with
             raise IcnnError(
                 f"{path}: cannot read array data ({_first_line(error)})", RUNTIME_ERROR

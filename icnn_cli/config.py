@@ -36,6 +36,9 @@ DERIVE = "derive"
 """An ``init.rngs`` value that derives the stream's key from the master seed."""
 
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+DEFAULT_AXES = ("x", "y", "z")
+"""Mesh axis names when ``sharding.axes`` is not given, as in JAX's sharding docs."""
+DEFAULT_MIN_SHARD_BYTES = 1 << 20
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_OUTPUT = "ckpt"
 
@@ -273,6 +276,63 @@ class InitConfig(_Section):
     )
 
 
+AxisName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class ShardingRule(_Section):
+    """Leaves whose path matches ``path`` get the partition ``spec`` instead of the default."""
+
+    path: str = Field(
+        description="glob over the leaf path, e.g. 'params/w_xs_*/kernel' ('*' also crosses '/')"
+    )
+    spec: list[AxisName | list[AxisName] | None] = Field(
+        description="jax.sharding.PartitionSpec entries, one per leading dimension: a mesh axis, "
+        "a list of axes, or null (not split); [] replicates the leaf"
+    )
+
+
+class ShardingConfig(_Section):
+    """How ``icnn init`` lays the variables out on a device mesh (used only with a mesh)."""
+
+    mesh: list[PositiveInt] | None = Field(
+        default=None,
+        min_length=1,
+        description="device mesh shape, e.g. [8] or [2, 4]; the product must equal the number "
+        "of devices (--mesh overrides); default: no mesh, one device",
+    )
+    axes: list[AxisName] | None = Field(
+        default=None,
+        min_length=1,
+        description="names of the mesh axes, one per mesh dimension; default x, y, z",
+    )
+    min_bytes: Annotated[int, Field(strict=True, ge=0)] = Field(
+        default=DEFAULT_MIN_SHARD_BYTES,
+        description="the default rule replicates leaves smaller than this (default 1 MiB)",
+    )
+    rules: list[ShardingRule] = Field(
+        default_factory=list,
+        description="per-path overrides of the default rule; the first matching rule wins",
+    )
+
+    @model_validator(mode="after")
+    def _axes_match_mesh(self) -> ShardingConfig:
+        if self.axes is not None:
+            if len(set(self.axes)) != len(self.axes):
+                raise ValueError(f"axes: names must be distinct, got {self.axes}")
+            if self.mesh is not None and len(self.axes) != len(self.mesh):
+                raise ValueError(
+                    f"axes: {len(self.axes)} names for a mesh of {len(self.mesh)} "
+                    f"dimension(s) {self.mesh}"
+                )
+        if self.mesh is not None and self.axes is None and len(self.mesh) > len(DEFAULT_AXES):
+            raise ValueError(f"axes: a mesh of {len(self.mesh)} dimensions needs axis names")
+        return self
+
+    def axis_names(self) -> tuple[str, ...]:
+        """The mesh's axis names: ``axes``, or the defaults for ``mesh``'s rank."""
+        return tuple(self.axes or DEFAULT_AXES[: len(self.mesh or ())])
+
+
 class IcnnConfig(_Section):
     """A whole ``icnn init`` config file."""
 
@@ -280,6 +340,10 @@ class IcnnConfig(_Section):
     init: InitConfig = Field(default_factory=InitConfig)
     output: str = Field(
         default=DEFAULT_OUTPUT, description="checkpoint directory (--out overrides)"
+    )
+    sharding: ShardingConfig | None = Field(
+        default=None,
+        description="device mesh and per-path partition rules for a sharded init (--mesh)",
     )
 
     @model_validator(mode="after")
@@ -297,6 +361,15 @@ class IcnnConfig(_Section):
 
     def with_seed(self, seed: int) -> IcnnConfig:
         return self.model_copy(update={"init": self.init.model_copy(update={"seed": seed})})
+
+    def with_mesh(self, mesh: list[int]) -> IcnnConfig:
+        """This config with ``sharding.mesh`` replaced (raises ``ValidationError``)."""
+        current = self.sharding.model_dump() if self.sharding else {}
+        sharding = ShardingConfig.model_validate({**current, "mesh": mesh})
+        return self.model_copy(update={"sharding": sharding})
+
+    def mesh_shape(self) -> tuple[int, ...] | None:
+        return tuple(self.sharding.mesh) if self.sharding and self.sharding.mesh else None
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The jitted ``Module.init``, its ``eval_shape`` dry run, and backend selection."""
+"""The jitted ``Module.init`` (on one device or a mesh), its ``eval_shape`` dry run, backends."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ PLATFORMS = ("cpu", "gpu", "tpu")
 
 
 def select_device(platform: str | None) -> Any:
-    """The first device of ``platform`` (``None``: JAX's default backend)."""
+    """This process's first device of ``platform`` (``None``: JAX's default backend).
+
+    Local, not ``jax.devices()[0]``: in a multi-process run that one belongs to process 0.
+    """
     import jax
 
     if platform is None:
-        return jax.devices()[0]
+        return jax.local_devices()[0]
     try:
-        return jax.devices(platform)[0]
+        return jax.local_devices(backend=platform)[0]
     except RuntimeError:
         available = sorted({device.platform for device in jax.devices()})
         raise IcnnError(
@@ -48,22 +51,41 @@ def dummy_input(input_shape: tuple[int, ...]) -> Any:
 
 
 def compiled_init(
-    module: Any, init: InitConfig, input_shape: tuple[int, ...]
+    module: Any, init: InitConfig, input_shape: tuple[int, ...], out_shardings: Any = None
 ) -> Callable[[Any], Any]:
     """``rngs -> jax.jit(module.init)(rngs, ones(input_shape))``, cast to ``init.dtype``.
 
     The jitted function is built once and reused, so a seed sweep compiles once:
     keys of the same implementation and tree structure hit JAX's jit cache.
+
+    With ``out_shardings`` (a tree of ``NamedSharding``, see :mod:`icnn_cli.sharding`)
+    each device computes only its own shards. With ``jax_threefry_partitionable``
+    (on by default since JAX 0.5) the random bits do not depend on the layout,
+    so the values equal the one-device init bit for bit.
     """
     import jax
 
-    jitted = jax.jit(_init_function(module, init))
     inputs = dummy_input(input_shape)
+    if out_shardings is None:
+        jitted = jax.jit(_init_function(module, init))
 
-    def run(rngs: Any) -> Any:
-        return cast_floating(jitted(rngs, inputs), init.dtype)
+        def run(rngs: Any) -> Any:
+            return cast_floating(jitted(rngs, inputs), init.dtype)
 
-    return run
+        return run
+    if not jax.config.jax_threefry_partitionable:
+        raise IcnnError(
+            "a sharded init needs jax_threefry_partitionable on (unset "
+            "JAX_THREEFRY_PARTITIONABLE): without it the values would depend on the mesh"
+        )
+    init_function = _init_function(module, init)
+
+    def init_and_cast(rngs: Any, inputs: Any) -> Any:
+        # Cast inside the jit, so no float32 copy of a shard outlives it.
+        return cast_floating(init_function(rngs, inputs), init.dtype)
+
+    sharded = jax.jit(init_and_cast, out_shardings=out_shardings)
+    return lambda rngs: sharded(rngs, inputs)
 
 
 def abstract_variables(

@@ -147,3 +147,27 @@ def key_impls(path: Path) -> dict[str, str]:
         except (UnexpectedLayout, KeyError, TypeError, AttributeError):
             continue  # an unreadable file only loses the key impls: the keys show as uint32
     return impls
+
+
+SHARDINGS = "_sharding"
+
+
+def partition_specs(path: Path) -> dict[str, list]:
+    """``{orbax param name: PartitionSpec entries}`` of the arrays saved from a device mesh.
+
+    ``_sharding`` maps each base64-encoded param name to a JSON description; only
+    ``NamedSharding`` ones have a partition spec (one-device saves have none).
+    """
+    import base64
+
+    try:
+        document = _load_json(path / SHARDINGS)
+        specs = {}
+        for encoded, text in document.items():
+            sharding = json.loads(text)
+            if sharding.get("sharding_type") == "NamedSharding":
+                name = base64.b64decode(encoded).decode()
+                specs[name] = list(sharding["partition_spec"])
+    except (UnexpectedLayout, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # an unreadable file only loses the layout column
+    return specs

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from icnn_cli import checkpoint, model, rngs
+from icnn_cli import checkpoint, distributed, model, rngs
 from icnn_cli.config import IcnnConfig
 from icnn_cli.init import abstract_variables, compiled_init, select_device
 from icnn_cli.provenance import header_lines
+from icnn_cli.sharding import Layout, plan_layout
 from icnn_cli.spec import METADATA_KEY, CheckpointSpec, SampleSpec, StreamSpec, installed_versions
 from icnn_cli.summary import LeafRecord, Summary
 
@@ -34,7 +35,7 @@ class InitResult:
     variables: Any = None
 
 
-def leaf_records_of(tree: Any) -> list[LeafRecord]:
+def leaf_records_of(tree: Any, layout: Layout | None = None) -> list[LeafRecord]:
     """Leaf records of an in-memory pytree of arrays or ``ShapeDtypeStruct``s."""
     import numpy as np
 
@@ -42,7 +43,9 @@ def leaf_records_of(tree: Any) -> list[LeafRecord]:
     for parts, leaf in checkpoint.flatten_with_paths(tree):
         dtype = np.dtype(leaf.dtype)
         shape = tuple(int(dim) for dim in leaf.shape)
-        records.append(LeafRecord(parts, shape, str(dtype), int(np.prod(shape)) * dtype.itemsize))
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        sharding = layout.spec_text(parts) if layout else None
+        records.append(LeafRecord(parts, shape, str(dtype), nbytes, sharding=sharding))
     return records
 
 
@@ -55,6 +58,7 @@ class PreparedInit:
     init_variables: Callable[[Any], Any]  # rngs -> variables (jitted once)
     sample_files: list[model.SampleFile]
     versions: dict[str, str]
+    layout: Layout | None = None  # with a mesh: where each leaf lives
 
 
 def prepare_init(config: IcnnConfig, config_dir: Path, platform: str | None) -> PreparedInit:
@@ -75,8 +79,23 @@ def prepare_init_with_samples(
     with default_device(device):
         module = model.build_icnn(config.model, samples)
         model.check_method(module, config.init.method)
-        init_variables = compiled_init(module, config.init, config.resolved_input_shape())
-    return PreparedInit(config, device, init_variables, sample_files, installed_versions())
+        layout = _plan_layout(module, config, platform)
+        init_variables = compiled_init(
+            module,
+            config.init,
+            config.resolved_input_shape(),
+            out_shardings=layout.shardings if layout else None,
+        )
+    return PreparedInit(config, device, init_variables, sample_files, installed_versions(), layout)
+
+
+def _plan_layout(module: Any, config: IcnnConfig, platform: str | None) -> Layout | None:
+    """The layout on ``config``'s mesh, from ``eval_shape``; ``None`` without a mesh."""
+    if not config.mesh_shape():
+        return None
+    stream_keys, _ = rngs.derive_stream_keys(config.init)
+    shapes = abstract_variables(module, stream_keys, config.init, config.resolved_input_shape())
+    return plan_layout(shapes, config.sharding, platform)
 
 
 def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointSpec]:
@@ -97,7 +116,11 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
         dtype=config.init.dtype,
         threefry_partitionable=bool(jax.config.jax_threefry_partitionable),
         versions=prepared.versions,
-        device=f"{device.platform}:{device.id} ({device.device_kind})",
+        device=(
+            prepared.layout.device_text(distributed.process_count())
+            if prepared.layout
+            else f"{device.platform}:{device.id} ({device.device_kind})"
+        ),
         fingerprint=checkpoint.fingerprint(variables),
         gaussian_map_samples=[
             SampleSpec(role=f.role, path=str(f.path), sha256=f.sha256, shape=list(f.shape))
@@ -110,10 +133,13 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
 def write_seed_checkpoint(
     output: Path, variables: Any, spec: CheckpointSpec, force: bool = False
 ) -> None:
+    write = (
+        checkpoint.write_checkpoint_from_every_process
+        if distributed.process_count() > 1
+        else checkpoint.write_checkpoint_atomically
+    )
     with checkpoint.quiet_absl():
-        checkpoint.write_checkpoint_atomically(
-            output, variables, {METADATA_KEY: spec.model_dump(mode="json")}, force
-        )
+        write(output, variables, {METADATA_KEY: spec.model_dump(mode="json")}, force)
 
 
 def default_device(device: Any) -> Any:
@@ -123,17 +149,24 @@ def default_device(device: Any) -> Any:
 
 
 def run_init(request: InitRequest) -> InitResult:
-    """Build the ICNN, run its jitted init, and write the checkpoint (unless dry run)."""
+    """Build the ICNN, run its jitted init, and write the checkpoint (unless dry run).
+
+    In a multi-process run every process calls this with the same request;
+    together they write one checkpoint.
+    """
+    request = _with_default_mesh(request)
     config = request.config
+    distributed.check_same_everywhere("config, --seed, --out or --force", _request_text(request))
     if request.dry_run:
         return _dry_run(request)
-    checkpoint.check_output_path(request.output, request.force)
-    prepared = prepare_init(config, request.config_dir, request.platform)
+    with distributed.all_or_none("preparing the init"):
+        checkpoint.check_output_path(request.output, request.force)
+        prepared = prepare_init(config, request.config_dir, request.platform)
     variables, spec = initialize_seed(prepared, config.init.seed)
     write_seed_checkpoint(request.output, variables, spec, request.force)
     summary = Summary(
         path=str(request.output),
-        leaves=leaf_records_of(variables),
+        leaves=leaf_records_of(variables, prepared.layout),
         header=header_lines(spec),
         spec=spec.model_dump(mode="json"),
     )
@@ -142,16 +175,48 @@ def run_init(request: InitRequest) -> InitResult:
 
 def _dry_run(request: InitRequest) -> InitResult:
     config = request.config
-    device = select_device(request.platform)
-    samples, _ = model.load_gaussian_map_samples(config.model, request.config_dir)
-    with default_device(device):
-        module = model.build_icnn(config.model, samples)
-        model.check_method(module, config.init.method)
-        stream_keys, _ = rngs.derive_stream_keys(config.init)
-        shapes = abstract_variables(module, stream_keys, config.init, config.resolved_input_shape())
+    with distributed.all_or_none("preparing the dry run"):
+        device = select_device(request.platform)
+        samples, _ = model.load_gaussian_map_samples(config.model, request.config_dir)
+        with default_device(device):
+            module = model.build_icnn(config.model, samples)
+            model.check_method(module, config.init.method)
+            stream_keys, _ = rngs.derive_stream_keys(config.init)
+            shapes = abstract_variables(
+                module, stream_keys, config.init, config.resolved_input_shape()
+            )
+            layout = (
+                plan_layout(shapes, config.sharding, request.platform)
+                if config.mesh_shape()
+                else None
+            )
+    device_text = layout.device_text(distributed.process_count()) if layout else str(device)
     summary = Summary(
         path=f"{request.output} (dry run: nothing written)",
-        leaves=leaf_records_of(shapes),
-        header=[("seed", str(config.init.seed)), ("device", str(device))],
+        leaves=leaf_records_of(shapes, layout),
+        header=[("seed", str(config.init.seed)), ("device", device_text)],
     )
     return InitResult(summary=summary, spec=None)
+
+
+def _with_default_mesh(request: InitRequest) -> InitRequest:
+    """Several processes without a mesh: one flat mesh over all their devices."""
+    import jax
+
+    if distributed.process_count() == 1 or request.config.mesh_shape():
+        return request
+    devices = jax.devices(request.platform) if request.platform else jax.devices()
+    return dataclasses.replace(request, config=request.config.with_mesh([len(devices)]))
+
+
+def _request_text(request: InitRequest) -> str:
+    # What must be equal on every process; config_dir may differ between hosts.
+    return "|".join(
+        (
+            request.config.model_dump_json(),
+            str(request.output),
+            str(request.force),
+            str(request.platform),
+            str(request.dry_run),
+        )
+    )

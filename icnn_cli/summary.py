@@ -101,6 +101,7 @@ class LeafRecord:
     nbytes: int
     stats: LeafStats | None = None
     key_impl: str | None = None  # a typed PRNG key array: shape and dtype are the keys'
+    sharding: str | None = None  # layout on a device mesh, e.g. "P(None, 'x')"
 
     @property
     def size(self) -> int:
@@ -120,6 +121,8 @@ class LeafRecord:
         }
         if self.key_impl is not None:
             record["key_impl"] = self.key_impl
+        if self.sharding is not None:
+            record["sharding"] = self.sharding
         if self.stats is not None:
             record.update(self.stats.as_json())
         return record
@@ -229,6 +232,7 @@ class SummaryRow:
     count: int = 1
     flags: tuple[str, ...] = ()  # of the leaf, or of every leaf below a module
     truncated: bool = False  # a module whose children --depth hides
+    sharding: str | None = None
 
     @property
     def is_leaf(self) -> bool:
@@ -283,6 +287,7 @@ def _leaf_row(leaf: LeafRecord, depth: int) -> SummaryRow:
         stats=leaf.stats,
         path=leaf.path,
         flags=leaf.stats.flags if leaf.stats else (),
+        sharding=leaf.sharding,
     )
 
 
@@ -327,8 +332,11 @@ def _blocks(rows: Sequence[SummaryRow]) -> list[list[SummaryRow]]:
 def _shape_signature(block: Sequence[SummaryRow]) -> tuple[Any, ...]:
     head = block[0]
     return (
-        (head.shape, head.dtype),
-        *((row.depth - head.depth, row.name, row.shape, row.dtype) for row in block[1:]),
+        (head.shape, head.dtype, head.sharding),
+        *(
+            (row.depth - head.depth, row.name, row.shape, row.dtype, row.sharding)
+            for row in block[1:]
+        ),
     )
 
 
@@ -511,6 +519,7 @@ def render_table(summary: Summary, *, expand: bool = False, max_depth: int | Non
     from rich.text import Text
 
     with_stats = any(leaf.stats is not None for leaf in summary.leaves)
+    with_sharding = any(leaf.sharding is not None for leaf in summary.leaves)
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
@@ -523,6 +532,8 @@ def render_table(summary: Summary, *, expand: bool = False, max_depth: int | Non
     table.add_column("dtype")
     table.add_column("params", justify="right")
     table.add_column("bytes", justify="right")
+    if with_sharding:
+        table.add_column("sharding", no_wrap=True)
     if with_stats:
         for name in ("mean", "std", "min", "max", "neg", "flags"):
             table.add_column(name, justify="left" if name == "flags" else "right")
@@ -534,6 +545,8 @@ def render_table(summary: Summary, *, expand: bool = False, max_depth: int | Non
             f"{row.params:,}",
             format_bytes(row.nbytes),
         ]
+        if with_sharding:
+            cells.append(row.sharding or "")
         if with_stats:
             # A module row's pooled stats are shown where --depth hides its leaves.
             shown = row.is_leaf or row.truncated

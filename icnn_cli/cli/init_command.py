@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from icnn_cli.cli.errors import reported_errors
 from icnn_cli.cli.options import JsonOpt
 from icnn_cli.cli.output import Output
+
+if TYPE_CHECKING:
+    from icnn_cli.config import IcnnConfig
 
 
 class Platform(StrEnum):
@@ -69,6 +72,33 @@ def init(
             help="Do not use JAX's persistent compilation cache (also: ICNN_NO_COMPILE_CACHE=1).",
         ),
     ] = False,
+    mesh: Annotated[
+        str | None,
+        typer.Option(
+            help="Shard the init over a device mesh, e.g. 8 or 2x4 (all devices of all "
+            "processes); overrides sharding.mesh.",
+        ),
+    ] = None,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help="Run as one of several processes: call jax.distributed.initialize(), which "
+            "detects TPU pods, SLURM and Open MPI by itself.",
+        ),
+    ] = False,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT of process 0's coordinator (implies --distributed)."),
+    ] = None,
+    num_processes: Annotated[
+        int | None,
+        typer.Option(help="Number of processes (implies --distributed)."),
+    ] = None,
+    process_id: Annotated[
+        int | None,
+        typer.Option(help="This process's index, 0..N-1 (implies --distributed)."),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Initialise an ICNN from a YAML config and write it as an Orbax checkpoint."""
@@ -78,12 +108,20 @@ def init(
         from icnn_cli.errors import IcnnError
 
         _check_flag_combinations(seed, seeds, resume, dry_run)
+        from icnn_cli import distributed as processes
+
+        group = processes.ProcessGroup(coordinator, num_processes, process_id, distributed)
+        group.check()
+        if seeds is not None and (mesh is not None or group.requested):
+            raise IcnnError("--seeds: runs on one device; drop --mesh and the multi-process flags")
         loaded = load_config(config)
         if seed is not None:
             try:
                 loaded = loaded.with_seed(validate_seed(seed))
             except ValueError as error:
                 raise IcnnError(f"--seed: {error}") from None
+        if mesh is not None:
+            loaded = _with_mesh(loaded, mesh)
         request_output = out if out is not None else Path(loaded.output)
         platform_name = platform.value if platform else None
         if not dry_run:
@@ -107,9 +145,25 @@ def init(
             platform=platform_name,
             dry_run=dry_run,
         )
-        with output.status("Initialising ICNN (jit compile + init + save)…"):
-            result = run_init(request)
-        output.result(result.summary.as_json(), lambda: render_table(result.summary))
+        with processes.session(group):
+            with output.status("Initialising ICNN (jit compile + init + save)…"):
+                result = run_init(request)
+            primary = processes.is_primary()
+        if primary:
+            output.result(result.summary.as_json(), lambda: render_table(result.summary))
+
+
+def _with_mesh(config: IcnnConfig, text: str) -> IcnnConfig:
+    from pydantic import ValidationError
+
+    from icnn_cli.errors import IcnnError
+    from icnn_cli.sharding import parse_mesh
+
+    try:
+        return config.with_mesh(parse_mesh(text))
+    except ValidationError as error:
+        message = str(error.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+        raise IcnnError(f"--mesh {text}: sharding.{message}") from None
 
 
 def _check_flag_combinations(

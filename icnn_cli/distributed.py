@@ -1,0 +1,228 @@
+"""Several processes, one init: ``jax.distributed`` setup and agreement between processes.
+
+Every process runs the same ``icnn init`` command. They must also take the same
+path through it: a process that stops early (a missing file, an existing
+``--out`` seen only there) would leave the others waiting in a collective until
+a gloo or barrier timeout. So each step that can fail for one process alone
+runs inside :func:`all_or_none`, which tells every process whether any failed,
+and they all stop together with that process's message.
+
+With a single process every function here is a no-op or a plain call: the
+one-device path stays exactly what it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+
+MESSAGE_BYTES = 512  # room for one error line per process in the all-gather
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessGroup:
+    """How ``jax.distributed.initialize`` is called: the flags, or JAX's auto-detection."""
+
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    auto_detect: bool = False
+
+    @property
+    def requested(self) -> bool:
+        return self.auto_detect or any(
+            value is not None for value in (self.coordinator, self.num_processes, self.process_id)
+        )
+
+    def check(self) -> None:
+        """Refuse (exit 2) flag values ``jax.distributed.initialize`` would reject later."""
+        if self.coordinator is not None:
+            host, _, port = self.coordinator.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise IcnnError(
+                    f"--coordinator {self.coordinator}: expected HOST:PORT, e.g. 10.0.0.1:1234"
+                )
+        if self.num_processes is not None and self.num_processes < 1:
+            raise IcnnError(f"--num-processes {self.num_processes}: must be at least 1")
+        if self.process_id is not None:
+            if self.process_id < 0:
+                raise IcnnError(f"--process-id {self.process_id}: must be at least 0")
+            if self.num_processes is not None and self.process_id >= self.num_processes:
+                raise IcnnError(
+                    f"--process-id {self.process_id}: must be below --num-processes "
+                    f"{self.num_processes}"
+                )
+
+
+class AgreedFailure(IcnnError):
+    """A failure every process raises at the same point, so they can shut down together."""
+
+
+def initialize(group: ProcessGroup) -> None:
+    """``jax.distributed.initialize``; it must come before anything starts a JAX backend."""
+    import jax
+
+    group.check()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=group.coordinator,
+            num_processes=group.num_processes,
+            process_id=group.process_id,
+        )
+    except ValueError as error:
+        # JAX could not fill in what the flags left out: no cluster was detected.
+        raise IcnnError(
+            f"--distributed: {error} (no TPU, SLURM or Open MPI environment was detected: "
+            "pass --coordinator, --num-processes and --process-id)"
+        ) from None
+    except RuntimeError as error:
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise IcnnError(f"jax.distributed.initialize failed: {first}", RUNTIME_ERROR) from None
+
+
+@contextlib.contextmanager
+def session(group: ProcessGroup) -> Iterator[None]:
+    """Run the body as one process of ``group``; a no-op when no flag asked for it.
+
+    While it runs, C-level writes to stdout go to stderr: gloo prints its
+    "Rank 0 is connected to 7 peer ranks" lines on stdout, which must carry
+    nothing but the summary (one JSON document with ``--json``).
+    """
+    if not group.requested:
+        yield
+        return
+    import jax
+
+    initialize(group)
+    clean = False
+    with _stdout_to_stderr():
+        try:
+            yield
+            clean = True
+        except AgreedFailure:
+            clean = True
+            raise
+        finally:
+            # Shutting down waits for every process; after a failure of this
+            # process alone the others are stuck elsewhere, so just leave: the
+            # coordination service then stops them when its heartbeat lapses.
+            if clean:
+                jax.distributed.shutdown()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        ctypes.CDLL(None).fflush(None)  # C stdio buffers (gloo's lines) go to stderr too
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def is_primary() -> bool:
+    """Process 0 commits the checkpoint and prints the summary."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    from jax.experimental import multihost_utils
+
+    if process_count() > 1:
+        multihost_utils.sync_global_devices(f"icnn:{name}")
+
+
+def primary_value(value: int) -> int:
+    """Process 0's ``value``, on every process."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    if process_count() == 1:
+        return value
+    return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
+
+
+@contextlib.contextmanager
+def all_or_none(step: str) -> Iterator[None]:
+    """Run the body on every process; if it failed anywhere, raise everywhere.
+
+    Every process must enter and leave this block (it ends in a collective),
+    so it wraps only local work: checks, file reads, building the module.
+    """
+    if process_count() == 1:
+        yield
+        return
+    failure: BaseException | None = None
+    try:
+        yield
+    except Exception as error:
+        failure = error
+    messages = _all_gather_text(_failure_text(failure))
+    failed = [(index, text) for index, text in enumerate(messages) if text]
+    if not failed:
+        return
+    if isinstance(failure, IcnnError):
+        raise AgreedFailure(failure.message, failure.exit_code) from None
+    if failure is not None:
+        raise AgreedFailure(_failure_text(failure), RUNTIME_ERROR) from failure
+    index, text = failed[0]
+    raise AgreedFailure(f"process {index} failed while {step}: {text}", RUNTIME_ERROR)
+
+
+def check_same_everywhere(what: str, text: str) -> None:
+    """Refuse a run whose processes were given different commands (compared by digest)."""
+    if process_count() == 1:
+        return
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    digests = _all_gather_text(digest)
+    differing = [index for index, other in enumerate(digests) if other != digests[0]]
+    if differing:
+        raise AgreedFailure(
+            f"process {differing[0]} was given a different {what} than process 0; "
+            "every process must run the same icnn init command"
+        )
+
+
+def _failure_text(failure: BaseException | None) -> str:
+    if failure is None:
+        return ""
+    if isinstance(failure, IcnnError):
+        return failure.message
+    first = (str(failure).strip().splitlines() or [""])[0]
+    return f"{type(failure).__name__}: {first}"
+
+
+def _all_gather_text(text: str) -> list[str]:
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    encoded = text.encode()[: MESSAGE_BYTES - 1] or b""
+    buffer = np.zeros(MESSAGE_BYTES, dtype=np.uint8)
+    buffer[: len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(buffer))
+    return [bytes(row).rstrip(b"\0").decode(errors="replace") for row in gathered]
+
+
+def describe_processes() -> str:
+    """``", 2 processes"`` for the device line of the summary; empty for one process."""
+    count = process_count()
+    return f", {count} processes" if count > 1 else ""

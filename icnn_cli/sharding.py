@@ -1,0 +1,260 @@
+"""Device mesh and per-leaf layout for a sharded init: config rules -> ``NamedSharding``s.
+
+The layout is decided from the ``jax.eval_shape`` tree, before anything is
+computed, so ``jax.jit(init, out_shardings=...)`` creates every array already
+split across the devices and no device ever holds a whole large leaf.
+
+Default rule: a leaf of at least ``sharding.min_bytes`` is split along its
+largest dimension that the number of devices divides, over all mesh axes at
+once; smaller leaves, and leaves with no such dimension, are replicated.
+``sharding.rules`` override it per leaf path (first match wins).
+
+Example::
+
+    mesh = build_mesh((2, 4), ("x", "y"))
+    specs = partition_specs(leaf_shapes, mesh_axes(mesh), config.sharding)
+    specs[("params", "w_zs_0", "kernel")]  # PartitionSpec(('x', 'y'),)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import functools
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from icnn_cli.config import ShardingConfig, ShardingRule
+from icnn_cli.errors import IcnnError
+
+GATHER_BLOCK_BYTES = 16 << 20  # host memory for one block of a leaf gathered across processes
+
+LeafPath = tuple[str, ...]
+LeafShape = tuple[tuple[int, ...], int]  # (shape, bytes)
+MeshAxes = tuple[tuple[str, int], ...]  # ((name, size), ...) in mesh order
+
+
+def parse_mesh(text: str) -> list[int]:
+    """``"8"`` -> ``[8]``, ``"2x4"`` -> ``[2, 4]``; anything else is a ``--mesh`` error."""
+    parts = text.lower().split("x")
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise IcnnError(f"--mesh {text}: expected positive sizes joined by 'x', e.g. 8 or 2x4")
+    return [int(part) for part in parts]
+
+
+def describe_mesh(axes: MeshAxes) -> str:
+    """``x=2 y=4``."""
+    return " ".join(f"{name}={size}" for name, size in axes)
+
+
+def build_mesh(shape: Sequence[int], axis_names: Sequence[str], platform: str | None = None) -> Any:
+    """A ``jax.sharding.Mesh`` over every device of ``platform`` (all processes' devices)."""
+    import jax
+    from jax.sharding import AxisType
+
+    devices = jax.devices(platform) if platform else jax.devices()
+    if math.prod(shape) != len(devices):
+        where = f"{jax.process_count()} processes" if jax.process_count() > 1 else "this process"
+        raise IcnnError(
+            f"--mesh {'x'.join(map(str, shape))}: needs {math.prod(shape)} devices, but JAX sees "
+            f"{len(devices)} {devices[0].platform} device(s) in {where}"
+        )
+    # Auto axes: plain GSPMD partitioning of jit(out_shardings=...); make_mesh's
+    # default (Explicit) would turn on sharding-in-types for the whole init.
+    return jax.make_mesh(
+        tuple(shape), tuple(axis_names), axis_types=(AxisType.Auto,) * len(shape), devices=devices
+    )
+
+
+def mesh_axes(mesh: Any) -> MeshAxes:
+    return tuple((str(name), int(size)) for name, size in mesh.shape.items())
+
+
+def default_spec(shape: Sequence[int], nbytes: int, axes: MeshAxes, min_bytes: int) -> tuple:
+    """Split the largest dimension the device count divides, over all axes; else replicate."""
+    devices = math.prod(size for _, size in axes)
+    if nbytes < min_bytes or not shape:
+        return ()
+    names = tuple(name for name, _ in axes)
+    split = names[0] if len(names) == 1 else names
+    # sorted() is stable: of equal dimensions, the first one is split.
+    for dim in sorted(range(len(shape)), key=lambda dim: -shape[dim]):
+        if shape[dim] % devices == 0:
+            return (None,) * dim + (split,)
+    return ()
+
+
+def partition_specs(
+    leaves: Mapping[LeafPath, LeafShape], axes: MeshAxes, config: ShardingConfig
+) -> dict[LeafPath, tuple]:
+    """Partition-spec entries for every leaf: the first matching rule, else the default."""
+    used = [False] * len(config.rules)
+    specs = {}
+    for path, (shape, nbytes) in leaves.items():
+        path_text = "/".join(path)
+        for index, rule in enumerate(config.rules):
+            if fnmatch.fnmatchcase(path_text, rule.path):
+                used[index] = True
+                specs[path] = _rule_spec(rule, index, path_text, shape, axes)
+                break
+        else:
+            specs[path] = default_spec(shape, nbytes, axes, config.min_bytes)
+    for index, rule in enumerate(config.rules):
+        if not used[index]:
+            example = "/".join(next(iter(leaves), ("params",)))
+            raise IcnnError(
+                f"sharding.rules[{index}].path: {rule.path!r} matches no leaf "
+                f"(paths look like {example!r})"
+            )
+    return specs
+
+
+def _rule_spec(
+    rule: ShardingRule, index: int, path: str, shape: Sequence[int], axes: MeshAxes
+) -> tuple:
+    where = f"sharding.rules[{index}].spec"
+    sizes = dict(axes)
+    if len(rule.spec) > len(shape):
+        raise IcnnError(
+            f"{where}: {len(rule.spec)} entries for {path} of shape {tuple(shape)} "
+            f"({len(shape)} dimensions)"
+        )
+    seen: set[str] = set()
+    entries = []
+    for dim, entry in enumerate(rule.spec):
+        names = [] if entry is None else [entry] if isinstance(entry, str) else list(entry)
+        for name in names:
+            if name not in sizes:
+                raise IcnnError(
+                    f"{where}: unknown mesh axis {name!r} (the mesh has {describe_mesh(axes)})"
+                )
+            if name in seen:
+                raise IcnnError(f"{where}: mesh axis {name!r} is used twice")
+            seen.add(name)
+        parts = math.prod(sizes[name] for name in names)
+        if shape[dim] % parts:
+            raise IcnnError(
+                f"{where}: dimension {dim} of {path} has size {shape[dim]}, which "
+                f"{'x'.join(names)} = {parts} devices do not divide"
+            )
+        entries.append(entry if entry is None or isinstance(entry, str) else tuple(entry))
+    return tuple(entries)
+
+
+def describe_spec(entries: Sequence[Any]) -> str:
+    """``(None, 'x')`` -> ``P(None, 'x')``; a spec that splits nothing -> ``replicated``."""
+    entries = list(entries)
+    while entries and entries[-1] is None:
+        entries.pop()
+    if not entries:
+        return "replicated"
+
+    def entry_text(entry: Any) -> str:
+        if entry is None:
+            return "None"
+        if isinstance(entry, str):
+            return repr(entry)
+        names = [repr(name) for name in entry]
+        return names[0] if len(names) == 1 else f"({', '.join(names)})"
+
+    return f"P({', '.join(entry_text(entry) for entry in entries)})"
+
+
+def describe_sharding_metadata(metadata: Any) -> str | None:
+    """The layout an Orbax ``ArrayMetadata`` recorded; ``None`` unless it was a mesh layout."""
+    sharding = getattr(metadata, "sharding", None)
+    spec = getattr(sharding, "partition_spec", None)
+    if spec is None or not hasattr(sharding, "axis_names"):
+        return None
+    return describe_spec(spec)
+
+
+def leaf_shardings(abstract: Any, mesh: Any, config: ShardingConfig) -> tuple[Any, dict]:
+    """``(tree of NamedSharding, {path: spec entries})`` for an ``eval_shape`` tree."""
+    import jax
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from icnn_cli.checkpoint import flatten_with_paths
+
+    leaves = {
+        path: (tuple(leaf.shape), math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize)
+        for path, leaf in flatten_with_paths(abstract)
+    }
+    specs = partition_specs(leaves, mesh_axes(mesh), config)
+    flat, treedef = jax.tree_util.tree_flatten(abstract)
+    shardings = [NamedSharding(mesh, PartitionSpec(*specs[path])) for path in leaves]
+    if len(shardings) != len(flat):
+        raise AssertionError("leaf paths are not unique")
+    return jax.tree_util.tree_unflatten(treedef, shardings), specs
+
+
+def host_blocks(array: Any, budget: int = GATHER_BLOCK_BYTES) -> Iterator[Any]:
+    """The C-order bytes of a global array as numpy blocks of whole rows, on every process.
+
+    An array split across processes has no process that holds it whole; each
+    block is copied to every device (a collective: every process must ask for
+    the same blocks), so host memory stays near ``budget`` beyond the shards.
+    """
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    replicate, take_rows = _gather_functions()
+    replicated = NamedSharding(array.sharding.mesh, PartitionSpec())
+    rows = array.shape[0] if array.ndim else 1
+    row_bytes = max(1, array.nbytes // max(rows, 1))
+    block = max(1, min(rows, budget // row_bytes))
+    if array.ndim == 0 or block == rows:
+        yield np.asarray(replicate(array, replicated).addressable_data(0))
+        return
+    for start in range(0, rows, block):
+        size = min(block, rows - start)
+        # dynamic_slice clamps the start, so the last block overlaps the one before it
+        piece = take_rows(array, min(start, rows - block), block, replicated)
+        yield np.asarray(piece.addressable_data(0))[block - size :]
+
+
+@functools.cache
+def _gather_functions() -> tuple[Any, Any]:
+    # Built once: the block size and target sharding are static, the start is
+    # traced, so each leaf shape compiles one program however many blocks it has.
+    import jax
+
+    def replicate(array: Any, sharding: Any) -> Any:
+        return jax.lax.with_sharding_constraint(array, sharding)
+
+    def take_rows(array: Any, start: Any, size: int, sharding: Any) -> Any:
+        block = jax.lax.dynamic_slice_in_dim(array, start, size, 0)
+        return jax.lax.with_sharding_constraint(block, sharding)
+
+    return (
+        jax.jit(replicate, static_argnames=("sharding",)),
+        jax.jit(take_rows, static_argnames=("size", "sharding")),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where every leaf lives: the mesh, a tree of ``NamedSharding``s and the specs by path."""
+
+    mesh: Any
+    shardings: Any
+    specs: dict[LeafPath, tuple]
+
+    def spec_text(self, path: LeafPath) -> str:
+        return describe_spec(self.specs[path])
+
+    def device_text(self, processes: int) -> str:
+        """``8 x cpu (cpu), mesh x=2 y=4, 2 processes`` for the spec's ``device``."""
+        first = self.mesh.devices.flat[0]
+        text = f"{self.mesh.size} x {first.platform} ({first.device_kind})"
+        text += f", mesh {describe_mesh(mesh_axes(self.mesh))}"
+        return text + (f", {processes} processes" if processes > 1 else "")
+
+
+def plan_layout(abstract: Any, config: ShardingConfig, platform: str | None) -> Layout:
+    """The mesh of ``config.mesh`` and every leaf's sharding, from the ``eval_shape`` tree."""
+    mesh = build_mesh(config.mesh or (), config.axis_names(), platform)
+    shardings, specs = leaf_shardings(abstract, mesh, config)
+    return Layout(mesh=mesh, shardings=shardings, specs=specs)
