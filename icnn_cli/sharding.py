@@ -89,19 +89,18 @@ def partition_specs(
     leaves: Mapping[LeafPath, LeafShape], axes: MeshAxes, config: ShardingConfig
 ) -> dict[LeafPath, tuple]:
     """Partition-spec entries for every leaf: the first matching rule, else the default."""
-    used = [False] * len(config.rules)
     specs = {}
     for path, (shape, nbytes) in leaves.items():
         path_text = "/".join(path)
         for index, rule in enumerate(config.rules):
             if fnmatch.fnmatchcase(path_text, rule.path):
-                used[index] = True
                 specs[path] = _rule_spec(rule, index, path_text, shape, axes)
                 break
         else:
             specs[path] = default_spec(shape, nbytes, axes, config.min_bytes)
+    paths = ["/".join(path) for path in leaves]
     for index, rule in enumerate(config.rules):
-        if not used[index]:
+        if not any(fnmatch.fnmatchcase(path, rule.path) for path in paths):
             example = "/".join(next(iter(leaves), ("params",)))
             raise IcnnError(
                 f"sharding.rules[{index}].path: {rule.path!r} matches no leaf "

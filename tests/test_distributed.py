@@ -1,0 +1,98 @@
+"""Two `icnn init` processes of 4 CPU devices each write one checkpoint over 127.0.0.1.
+
+As on a cluster, every process runs the same command with its own --process-id;
+gloo carries the collectives between them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_model
+from tests.test_parity import assert_trees_identical, restore_plain
+from tests.test_sharding import restore_onto_one_device
+
+ICNN = Path(sys.executable).parent / "icnn"
+PROCESSES = 2
+TIMEOUT = 300  # a safety net against a hang, far above a normal run
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_processes(*args, per_process=lambda index: ()):
+    """Start every process of the group, then wait for all; returns their CompletedProcess."""
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "NO_COLOR": "1",
+    }
+    coordinator = f"127.0.0.1:{free_port()}"
+    commands = [
+        [str(ICNN), "init", *map(str, args), *map(str, per_process(index))]
+        + ["--coordinator", coordinator, "--num-processes", str(PROCESSES)]
+        + ["--process-id", str(index)]
+        for index in range(PROCESSES)
+    ]
+    running = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for command in commands
+    ]
+    finished = []
+    for command, process in zip(commands, running, strict=True):
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+        finished.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
+    return finished
+
+
+@pytest.mark.slow
+def test_two_processes_write_one_checkpoint_equal_to_one_device(icnn, write_config, tmp_path):
+    config = write_config(
+        {"model": tiny_model(dim_data=4, dim_hidden=[16, 8]), "sharding": {"min_bytes": 0}}
+    )
+    out = tmp_path / "ckpt"
+
+    first, second = run_processes("-c", config, "--out", out, "--mesh", "8", "--json")
+    single = icnn("init", "-c", config, "--out", tmp_path / "single", "--json")
+
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads(first.stdout)  # exactly one JSON document: gloo's chatter is on stderr
+    assert second.stdout == ""  # only process 0 prints the summary
+    assert summary["spec"]["device"] == "8 x cpu (cpu), mesh x=8, 2 processes"
+    assert summary["spec"]["fingerprint"] == json.loads(single.stdout)["spec"]["fingerprint"]
+    layout = {leaf["path"]: leaf["sharding"] for leaf in summary["leaves"]}
+    assert layout["params/w_xs_0/quad_kernel"] == "P('x')"  # (16, 4, 1)
+    assert {"ocdbt.process_0", "ocdbt.process_1"} <= {path.name for path in out.iterdir()}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cfg.yaml", "ckpt", "single"]
+    assert_trees_identical(restore_onto_one_device(out), restore_plain(tmp_path / "single"))
+
+
+@pytest.mark.slow
+def test_processes_given_different_commands_stop_together(write_config, tmp_path):
+    config = write_config({"model": tiny_model()})
+
+    results = run_processes(
+        "-c", config, "--out", tmp_path / "ckpt", per_process=lambda index: ["--seed", index]
+    )
+
+    for result in results:
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert (
+            "icnn: error: process 1 was given a different config, --seed, --out or --force than "
+            "process 0; every process must run the same icnn init command\n"
+        ) in result.stderr
+        assert result.stdout == ""
+    assert not (tmp_path / "ckpt").exists()
