@@ -8,7 +8,15 @@ import re
 import pytest
 
 from icnn_cli.cli import app
-from icnn_cli.config import GaussianMapSamples, IcnnConfig, InitConfig, ModelConfig, json_schema
+from icnn_cli.config import (
+    GaussianMapSamples,
+    IcnnConfig,
+    InitConfig,
+    ModelConfig,
+    ShardingConfig,
+    ShardingRule,
+    json_schema,
+)
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
@@ -27,7 +35,10 @@ def test_every_option_is_documented(icnn):
             assert f"`{flag}" in README, f"README does not document {flag} of icnn {name}"
 
 
-@pytest.mark.parametrize("model", [IcnnConfig, ModelConfig, InitConfig, GaussianMapSamples])
+@pytest.mark.parametrize(
+    "model",
+    [IcnnConfig, ModelConfig, InitConfig, GaussianMapSamples, ShardingConfig, ShardingRule],
+)
 def test_every_config_key_is_documented(model):
     for key in model.model_fields:
         assert f"`{key}`" in README, f"README does not document config key {key}"
