@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -43,7 +44,11 @@ def write_config(directory: Path, name: str, dim_data: int, hidden: int) -> Path
 def run_group(
     config: Path, out: Path, processes: int, devices: int, mesh: bool
 ) -> list[tuple[int, int, str, str]]:
-    """Start the processes, reap each with wait4: ``(exit code, peak RSS bytes, stdout, stderr)``."""
+    """Start the processes and reap each with ``wait4``.
+
+    Returns:
+      per process: exit code, peak RSS in bytes, stdout, stderr.
+    """
     env = {
         **os.environ,
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
@@ -54,22 +59,24 @@ def run_group(
         command += ["--mesh", str(processes * devices)]
     if processes > 1:
         command += ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", str(processes)]
-    started = []
-    for index in range(processes):
-        logs = [tempfile.TemporaryFile("w+") for _ in range(2)]
-        extra = ["--process-id", str(index)] if processes > 1 else []
-        process = subprocess.Popen(command + extra, stdout=logs[0], stderr=logs[1], env=env)
-        started.append((process, logs))
-    results = []
-    for process, logs in started:
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        texts = []
-        for log in logs:
-            log.seek(0)
-            texts.append(log.read())
-        results.append((process.returncode, usage.ru_maxrss * 1024, *texts))  # ru_maxrss: KiB
-    return results
+    with contextlib.ExitStack() as files:
+        started = []
+        for index in range(processes):
+            logs = [files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)]
+            extra = ["--process-id", str(index)] if processes > 1 else []
+            process = subprocess.Popen(command + extra, stdout=logs[0], stderr=logs[1], env=env)
+            started.append((process, logs))
+        results = []
+        for process, logs in started:
+            # Popen.wait() drops the child's resource usage; wait4 returns it.
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            texts = []
+            for log in logs:
+                log.seek(0)
+                texts.append(log.read())
+            results.append((process.returncode, usage.ru_maxrss * 1024, *texts))  # KiB on Linux
+        return results
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict:
