@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 from icnn_cli.config import ShardingConfig, ShardingRule
 from icnn_cli.errors import IcnnError
 
-GATHER_BLOCK_BYTES = 16 << 20  # host memory for one block of a leaf gathered across processes
+GATHER_BLOCK_BYTES = 4 << 20  # one block of a leaf gathered across processes
 
 LeafPath = tuple[str, ...]
 LeafShape = tuple[tuple[int, ...], int]  # (shape, bytes)
@@ -190,47 +189,57 @@ def leaf_shardings(abstract: Any, mesh: Any, config: ShardingConfig) -> tuple[An
 
 
 def host_blocks(array: Any, budget: int = GATHER_BLOCK_BYTES) -> Iterator[Any]:
-    """The C-order bytes of a global array as numpy blocks of whole rows, on every process.
+    """The C-order bytes of a global array, as numpy blocks of whole rows, on every process.
 
-    An array split across processes has no process that holds it whole; each
-    block is copied to every device (a collective: every process must ask for
-    the same blocks), so host memory stays near ``budget`` beyond the shards.
+    An array split across processes has no process that holds it whole, and
+    slicing it inside ``jit`` makes XLA all-gather the whole array first. So each
+    block is put together on the host instead: every process writes the parts
+    it owns (the shards with ``replica_id`` 0) into a zeroed buffer, and one
+    integer sum across processes fills it in (``x + 0`` is exact for integers;
+    for floats ``-0.0 + 0.0`` would lose the sign). Every process must ask for
+    the same blocks; host memory stays a few times ``budget`` beyond the shards.
     """
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec
 
-    replicate, take_rows = _gather_functions()
-    replicated = NamedSharding(array.sharding.mesh, PartitionSpec())
-    rows = array.shape[0] if array.ndim else 1
-    row_bytes = max(1, array.nbytes // max(rows, 1))
-    block = max(1, min(rows, budget // row_bytes))
-    if array.ndim == 0 or block == rows:
-        yield np.asarray(replicate(array, replicated).addressable_data(0))
+    if array.sharding.is_fully_replicated:
+        yield np.asarray(array.addressable_data(0))
         return
-    for start in range(0, rows, block):
-        size = min(block, rows - start)
-        # dynamic_slice clamps the start, so the last block overlaps the one before it
-        piece = take_rows(array, min(start, rows - block), block, replicated)
-        yield np.asarray(piece.addressable_data(0))[block - size :]
+    rows = array.shape[0]
+    row_bytes = max(1, array.nbytes // max(rows, 1))
+    block_rows = max(1, min(rows, budget // row_bytes))
+    owned = [shard for shard in array.addressable_shards if shard.replica_id == 0]
+    for start in range(0, rows, block_rows):
+        stop = min(rows, start + block_rows)
+        block = np.zeros((stop - start, *array.shape[1:]), dtype=array.dtype)
+        for shard in owned:
+            _copy_rows(shard, rows, start, stop, block)
+        yield _sum_across_processes(block)
 
 
-@functools.cache
-def _gather_functions() -> tuple[Any, Any]:
-    # Built once: the block size and target sharding are static, the start is
-    # traced, so each leaf shape compiles one program however many blocks it has.
+def _copy_rows(shard: Any, rows: int, start: int, stop: int, block: Any) -> None:
+    """Copy the rows ``start:stop`` that ``shard`` holds into ``block`` (rows ``start`` on)."""
     import jax
+    import numpy as np
 
-    def replicate(array: Any, sharding: Any) -> Any:
-        return jax.lax.with_sharding_constraint(array, sharding)
+    first, last, _ = shard.index[0].indices(rows)
+    low, high = max(start, first), min(stop, last)
+    if low >= high:
+        return
+    # A traced start: one compiled slice per block size, not one per block.
+    piece = jax.lax.dynamic_slice_in_dim(shard.data, low - first, high - low, 0)
+    block[(slice(low - start, high - start), *shard.index[1:])] = np.asarray(piece)
 
-    def take_rows(array: Any, start: Any, size: int, sharding: Any) -> Any:
-        block = jax.lax.dynamic_slice_in_dim(array, start, size, 0)
-        return jax.lax.with_sharding_constraint(block, sharding)
 
-    return (
-        jax.jit(replicate, static_argnames=("sharding",)),
-        jax.jit(take_rows, static_argnames=("size", "sharding")),
-    )
+def _sum_across_processes(block: Any) -> Any:
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    raw = block.reshape(-1).view(np.uint8)
+    # A power-of-two length keeps the number of compiled sums small.
+    padded = np.zeros(1 << max(0, (raw.size - 1).bit_length()), dtype=np.uint8)
+    padded[: raw.size] = raw
+    summed = multihost_utils.broadcast_one_to_all(padded, is_source=True)
+    return np.asarray(summed[: raw.size]).view(block.dtype).reshape(block.shape)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,22 +59,29 @@ def run_processes(*args, per_process=lambda index: ()):
 
 @pytest.mark.slow
 def test_two_processes_write_one_checkpoint_equal_to_one_device(icnn, write_config, tmp_path):
+    # Split over 'y' only, this kernel has a copy on each process (axis 'x' spans
+    # the processes): its fingerprint must count one copy, not both.
+    rule = {"path": "params/w_zs_0/kernel", "spec": [None, "y"]}
     config = write_config(
-        {"model": tiny_model(dim_data=4, dim_hidden=[16, 8]), "sharding": {"min_bytes": 0}}
+        {
+            "model": tiny_model(dim_data=4, dim_hidden=[16, 8]),
+            "sharding": {"min_bytes": 0, "rules": [rule]},
+        }
     )
     out = tmp_path / "ckpt"
 
-    first, second = run_processes("-c", config, "--out", out, "--mesh", "8", "--json")
+    first, second = run_processes("-c", config, "--out", out, "--mesh", "2x4", "--json")
     single = icnn("init", "-c", config, "--out", tmp_path / "single", "--json")
 
     assert first.returncode == 0, first.stderr[-3000:]
     assert second.returncode == 0, second.stderr[-3000:]
     summary = json.loads(first.stdout)  # exactly one JSON document: gloo's chatter is on stderr
     assert second.stdout == ""  # only process 0 prints the summary
-    assert summary["spec"]["device"] == "8 x cpu (cpu), mesh x=8, 2 processes"
+    assert summary["spec"]["device"] == "8 x cpu (cpu), mesh x=2 y=4, 2 processes"
     assert summary["spec"]["fingerprint"] == json.loads(single.stdout)["spec"]["fingerprint"]
     layout = {leaf["path"]: leaf["sharding"] for leaf in summary["leaves"]}
-    assert layout["params/w_xs_0/quad_kernel"] == "P('x')"  # (16, 4, 1)
+    assert layout["params/w_xs_0/quad_kernel"] == "P(('x', 'y'))"  # (16, 4, 1)
+    assert layout["params/w_zs_0/kernel"] == "P(None, 'y')"
     assert {"ocdbt.process_0", "ocdbt.process_1"} <= {path.name for path in out.iterdir()}
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cfg.yaml", "ckpt", "single"]
     assert_trees_identical(restore_onto_one_device(out), restore_plain(tmp_path / "single"))

@@ -174,10 +174,12 @@ EIGHT_DEVICES = """
 import json, sys
 from pathlib import Path
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 from icnn_cli.checkpoint import fingerprint
 from icnn_cli.cli import app
+from icnn_cli.sharding import host_blocks
 
 config, out = sys.argv[1], Path(sys.argv[2])
 try:
@@ -195,7 +197,17 @@ with ocp.StandardCheckpointer() as checkpointer:
     target = jax.tree.map(onto_mesh, metadata)
     restored = checkpointer.restore(out.absolute(), target)
 leaf = restored["params"]["w_zs_0"]["kernel"]
+# The fingerprint of a leaf split across processes reads it in blocks of rows
+# put together from the shards; blocks of 5 rows cross the shard boundaries.
+values = np.arange(24 * 40, dtype=np.float32).reshape(24, 40) * -1.0  # -0.0 first
+grid = jax.make_mesh((2, 4), ("data", "model"))
+gathered = []
+for spec in (P("data"), P(None, "model"), P(("data", "model")), P("model", "data"), P()):
+    split = jax.device_put(values, NamedSharding(grid, spec))
+    blocks = host_blocks(split, budget=5 * 40 * 4)
+    gathered.append(b"".join(block.tobytes() for block in blocks) == values.tobytes())
 print(json.dumps({
+    "gathered": gathered,
     "fingerprint": fingerprint(restored),
     "devices": sorted(device.id for device in leaf.sharding.device_set),
     "spec": list(leaf.sharding.spec),
@@ -239,4 +251,5 @@ def test_eight_devices_write_what_one_device_writes(icnn, write_config, tmp_path
     assert on_other_mesh["fingerprint"] == written["spec"]["fingerprint"]
     assert on_other_mesh["devices"] == [4, 5, 6, 7]
     assert on_other_mesh["spec"] == ["a"]
+    assert on_other_mesh["gathered"] == [True] * 5
     assert np.asarray(expected["params"]["w_zs_0"]["kernel"]).dtype.name == "bfloat16"
