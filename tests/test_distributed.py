@@ -103,3 +103,24 @@ def test_processes_given_different_commands_stop_together(write_config, tmp_path
         ) in result.stderr
         assert result.stdout == ""
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_distributed_outside_a_cluster_says_which_flags_to_pass(write_config, tmp_path):
+    config = write_config({"model": tiny_model()})
+    cluster_variables = ("SLURM_", "OMPI_", "JAX_COORDINATOR", "KUBERNETES_", "TPU_")
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith(cluster_variables)
+    }
+
+    result = subprocess.run(
+        [str(ICNN), "init", "-c", str(config), "--out", str(tmp_path / "ckpt"), "--distributed"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("icnn: error: --distributed: ")
+    assert "pass --coordinator, --num-processes and --process-id" in result.stderr
+    assert not (tmp_path / "ckpt").exists()

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+import icnn_cli
 from icnn_cli.config import ShardingConfig
 from icnn_cli.errors import IcnnError
 from icnn_cli.sharding import default_spec, describe_spec, parse_mesh, partition_specs
@@ -246,6 +247,8 @@ def test_eight_devices_write_what_one_device_writes(icnn, write_config, tmp_path
     assert layout["params/w_xs_2/bias"] == "replicated"  # shape (1,)
     expected = restore_plain(tmp_path / "single")
     assert_trees_identical(restore_onto_one_device(tmp_path / "sharded"), expected)
+    assert_trees_identical(icnn_cli.load(tmp_path / "sharded")[1], expected)  # one device here
+    assert icnn("inspect", tmp_path / "sharded", "--stats").exit_code == 0
     assert written["spec"]["fingerprint"] == json.loads(single.stdout)["spec"]["fingerprint"]
     on_other_mesh = json.loads(worker.stderr.strip().splitlines()[-1])
     assert on_other_mesh["fingerprint"] == written["spec"]["fingerprint"]
