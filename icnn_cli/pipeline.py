@@ -79,7 +79,7 @@ def prepare_init_with_samples(
     with default_device(device):
         module = model.build_icnn(config.model, samples)
         model.check_method(module, config.init.method)
-        layout = _plan_layout(module, config, platform)
+        layout = _plan_layout(module, config, device.platform)
         init_variables = compiled_init(
             module,
             config.init,

@@ -218,7 +218,9 @@ def _rerun(spec: CheckpointSpec, path: Path) -> tuple[dict[tuple[str, ...], Any]
 
     from icnn_cli.pipeline import initialize_seed, prepare_init_with_samples
 
-    config = spec_config(spec, path)
+    # The re-run runs on one device whatever mesh wrote the checkpoint: with
+    # partitionable threefry the values do not depend on the layout.
+    config = spec_config(spec, path).model_copy(update={"sharding": None})
     samples = None
     if spec.gaussian_map_samples:
         arrays = []

@@ -249,6 +249,8 @@ def test_eight_devices_write_what_one_device_writes(icnn, write_config, tmp_path
     assert_trees_identical(restore_onto_one_device(tmp_path / "sharded"), expected)
     assert_trees_identical(icnn_cli.load(tmp_path / "sharded")[1], expected)  # one device here
     assert icnn("inspect", tmp_path / "sharded", "--stats").exit_code == 0
+    verified = icnn("verify", tmp_path / "sharded", "--json")  # re-runs on one device
+    assert verified.exit_code == 0, verified.stdout
     assert written["spec"]["fingerprint"] == json.loads(single.stdout)["spec"]["fingerprint"]
     on_other_mesh = json.loads(worker.stderr.strip().splitlines()[-1])
     assert on_other_mesh["fingerprint"] == written["spec"]["fingerprint"]
