@@ -578,20 +578,7 @@ def read_leaf_records(path: Path) -> list[LeafRecord]:
         records = metadata_files.leaf_records(path)
     except metadata_files.UnexpectedLayout:
         records = leaf_records(read_step_metadata(path))
-    records = with_key_impls(records, metadata_files.key_impls(path))
-    return with_shardings(records, metadata_files.partition_specs(path))
-
-
-def with_shardings(records: Sequence[LeafRecord], specs: dict[str, list]) -> list[LeafRecord]:
-    """Add the mesh layout Orbax recorded for each array (``specs``: param name -> spec)."""
-    from icnn_cli.sharding import describe_spec
-
-    return [
-        dataclasses.replace(record, sharding=describe_spec(specs[name]))
-        if (name := ".".join(record.path)) in specs
-        else record
-        for record in records
-    ]
+    return with_key_impls(records, metadata_files.key_impls(path))
 
 
 def with_key_impls(records: Sequence[LeafRecord], impls: dict[str, str]) -> list[LeafRecord]:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from icnn_cli.sharding import describe_spec
 from icnn_cli.summary import LeafRecord
 
 TREE_METADATA = "_METADATA"
@@ -120,13 +121,17 @@ def leaf_records(path: Path) -> list[LeafRecord]:
     entries = _tree_entries(document)
     names = [".".join(parts) for parts, _ in entries]
     headers = _zarr_headers(path, names, use_ocdbt, use_zarr3)
+    specs = partition_specs(path)
     records = []
-    for (parts, _), header in zip(entries, headers, strict=True):
+    for (parts, _), header, name in zip(entries, headers, names, strict=True):
         shape, dtype = _shape_and_dtype(header, use_zarr3)
         size = 1
         for dim in shape:
             size *= dim
-        records.append(LeafRecord(parts, shape, str(dtype), size * dtype.itemsize))
+        sharding = describe_spec(specs[name]) if name in specs else None
+        records.append(
+            LeafRecord(parts, shape, str(dtype), size * dtype.itemsize, sharding=sharding)
+        )
     return records
 
 
