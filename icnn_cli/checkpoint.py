@@ -413,9 +413,11 @@ def write_checkpoint_from_every_process(
     from icnn_cli import distributed
 
     primary = distributed.is_primary()
+    # Process 0 alone looks at --out: the check also puts back a checkpoint an
+    # interrupted swap left aside, which two processes must not race to do.
     with distributed.all_or_none(f"preparing --out {target}"):
-        check_output_path(target, force)
         if primary:
+            check_output_path(target, force)
             target.parent.mkdir(parents=True, exist_ok=True)
             clean_stale_staging(target)
     staging = staging_path(target, owner_pid=distributed.primary_value(os.getpid()))

@@ -160,7 +160,8 @@ def run_init(request: InitRequest) -> InitResult:
     if request.dry_run:
         return _dry_run(request)
     with distributed.all_or_none("preparing the init"):
-        checkpoint.check_output_path(request.output, request.force)
+        if distributed.is_primary():  # see write_checkpoint_from_every_process
+            checkpoint.check_output_path(request.output, request.force)
         prepared = prepare_init(config, request.config_dir, request.platform)
     variables, spec = initialize_seed(prepared, config.init.seed)
     write_seed_checkpoint(request.output, variables, spec, request.force)
