@@ -254,9 +254,13 @@ class Layout:
         return describe_spec(self.specs[path])
 
     def device_text(self, processes: int) -> str:
-        """``8 x cpu (cpu), mesh x=2 y=4, 2 processes`` for the spec's ``device``."""
+        """``cpu: 8 devices (cpu), mesh x=2 y=4, 2 processes`` for the spec's ``device``.
+
+        It starts with the platform, as the one-device ``cpu:0 (cpu)`` does.
+        """
         first = self.mesh.devices.flat[0]
-        text = f"{self.mesh.size} x {first.platform} ({first.device_kind})"
+        count = f"{self.mesh.size} device" + ("s" if self.mesh.size != 1 else "")
+        text = f"{first.platform}: {count} ({first.device_kind})"
         text += f", mesh {describe_mesh(mesh_axes(self.mesh))}"
         return text + (f", {processes} processes" if processes > 1 else "")
 

@@ -77,7 +77,7 @@ def test_two_processes_write_one_checkpoint_equal_to_one_device(icnn, write_conf
     assert second.returncode == 0, second.stderr[-3000:]
     summary = json.loads(first.stdout)  # exactly one JSON document: gloo's chatter is on stderr
     assert second.stdout == ""  # only process 0 prints the summary
-    assert summary["spec"]["device"] == "8 x cpu (cpu), mesh x=2 y=4, 2 processes"
+    assert summary["spec"]["device"] == "cpu: 8 devices (cpu), mesh x=2 y=4, 2 processes"
     assert summary["spec"]["fingerprint"] == json.loads(single.stdout)["spec"]["fingerprint"]
     layout = {leaf["path"]: leaf["sharding"] for leaf in summary["leaves"]}
     assert layout["params/w_xs_0/quad_kernel"] == "P(('x', 'y'))"  # (16, 4, 1)

@@ -127,7 +127,7 @@ def test_mesh_of_one_device_gives_the_plain_init_and_shows_the_layout(icnn, writ
     assert_trees_identical(restore_plain(tmp_path / "mesh"), restore_plain(tmp_path / "plain"))
     summary = json.loads(meshed.stdout)
     assert summary["spec"]["fingerprint"] == json.loads(plain.stdout)["spec"]["fingerprint"]
-    assert summary["spec"]["device"] == "1 x cpu (cpu), mesh x=1"
+    assert summary["spec"]["device"] == "cpu: 1 device (cpu), mesh x=1"
     layout = {leaf["path"]: leaf["sharding"] for leaf in summary["leaves"]}
     assert layout["params/w_zs_0/kernel"] == "P('x')"  # (8, 8): split along dimension 0
     assert layout["params/w_xs_0/lin_kernel"] == "P(None, 'x')"  # (2, 8)
@@ -240,7 +240,7 @@ def test_eight_devices_write_what_one_device_writes(icnn, write_config, tmp_path
 
     assert worker.returncode == 0, worker.stderr[-3000:]
     written = json.loads(worker.stdout)
-    assert written["spec"]["device"] == "8 x cpu (cpu), mesh data=2 model=4"
+    assert written["spec"]["device"] == "cpu: 8 devices (cpu), mesh data=2 model=4"
     layout = {leaf["path"]: leaf["sharding"] for leaf in written["leaves"]}
     assert layout["params/w_zs_0/kernel"] == "P(None, 'model')"  # the rule
     assert layout["params/w_xs_0/diag_kernel"] == "P(None, ('data', 'model'))"  # default
