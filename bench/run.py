@@ -1,0 +1,469 @@
+"""``make bench``: icnn against the plain hand-written alternative, side by side -> BENCHMARKS.md.
+
+Every timing is the wall time of a fresh process (what a CI step pays), the
+median of several runs, with the runs of the things compared interleaved so a
+change in machine load hits both. Peak memory is each child's own ``ru_maxrss``
+(from ``os.wait4``). This script imports no JAX itself; the work happens in
+children: ``icnn`` and the baseline scripts beside this file.
+
+    python bench/run.py [--repeats 5] [--plain-sweep-runs 64] [--out BENCHMARKS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+BIN = Path(sys.executable).parent
+ICNN = str(BIN / "icnn")
+PYTHON = sys.executable
+DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
+LARGE_HIDDEN = [7000, 7000, 7000]  # with dim_data 64: about 100 million parameters
+LARGE_DIM_DATA = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    seconds: float
+    max_rss_mib: float
+    stdout: str
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run a child to completion: its wall time, its own peak resident memory, its stdout."""
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            argv, stdout=stdout, stderr=stderr, env={**os.environ, "NO_COLOR": "1", **(env or {})}
+        )
+        # wait4, unlike wait, gives this one child's resource usage (peak RSS).
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        if child.returncode:
+            raise SystemExit(f"bench: {' '.join(argv)} failed:\n{stderr.read().decode()[-2000:]}")
+        return Run(seconds, usage.ru_maxrss / 1024, stdout.read().decode())
+
+
+def medians(jobs: dict[str, Callable[[int], Run]], repeats: int) -> dict[str, float]:
+    """Median seconds of each job, the jobs interleaved run by run."""
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for index in range(repeats):
+        for name, job in jobs.items():
+            times[name].append(job(index).seconds)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine() -> list[tuple[str, str]]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    memory_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    versions = ", ".join(
+        f"{name} {metadata.version(name)}"
+        for name in ("jax", "jaxlib", "flax", "orbax-checkpoint", "ott-jax", "icnn-cli")
+    )
+    return [
+        ("CPU", f"{cpu}, {os.cpu_count()} cores (as the OS reports them)"),
+        ("memory", f"{memory_kib / 1024 / 1024:.1f} GiB"),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("packages", versions),
+    ]
+
+
+class Report:
+    def __init__(self) -> None:
+        self.sections: list[str] = []
+
+    def table(
+        self, title: str, note: str, header: list[str], rows: list[list[str]], verdict: str = ""
+    ) -> None:
+        lines = [f"## {title}", "", note, "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        if verdict:
+            lines += ["", verdict]
+        self.sections.append("\n".join(lines) + "\n")
+        print("\n".join(lines) + "\n", flush=True)
+
+
+def ratio(base: float, other: float) -> str:
+    return f"{base / other:.1f}x"
+
+
+def goal(text: str, met: bool) -> str:
+    return f"**Goal {text}: {'met' if met else 'not met'}.**"
+
+
+def bench_single_init(work: Path, repeats: int, report: Report) -> float:
+    warm_cache = work / "cache-warm"
+    run(
+        [ICNN, "init", "-c", str(DEFAULT_CONFIG), "--out", str(work / "warmup"), "--force"],
+        {"ICNN_COMPILE_CACHE_DIR": str(warm_cache)},
+    )
+    jobs = {
+        "plain script": lambda i: run(
+            [PYTHON, str(BENCH / "plain_init.py"), str(work / f"plain-{i}"), "--seed", "0"]
+        ),
+        "icnn init, cold compile cache": lambda i: run(
+            [ICNN, "init", "-c", str(DEFAULT_CONFIG), "--out", str(work / f"cold-{i}")],
+            {"ICNN_COMPILE_CACHE_DIR": str(work / f"cache-cold-{i}")},
+        ),
+        "icnn init, warm compile cache": lambda i: run(
+            [ICNN, "init", "-c", str(DEFAULT_CONFIG), "--out", str(work / f"warm-{i}")],
+            {"ICNN_COMPILE_CACHE_DIR": str(warm_cache)},
+        ),
+    }
+    times = medians(jobs, repeats)
+    plain = times["plain script"]
+    report.table(
+        "1. One checkpoint: `icnn init` vs the plain script",
+        f"`configs/default.yaml` (5,070 parameters). Plain script: `bench/plain_init.py` (import "
+        f"OTT, `jax.jit(ICNN.init)`, `StandardCheckpointer().save`). Cold: an empty compile "
+        f"cache; warm: the cache after one earlier run. Median of {repeats} processes each.",
+        ["command", "median wall time", "plain / this"],
+        [[name, f"{seconds:.2f} s", ratio(plain, seconds)] for name, seconds in times.items()],
+    )
+    return plain
+
+
+def bench_sweep(
+    work: Path, repeats: int, plain_runs: int, plain_single: float, report: Report
+) -> None:
+    sweep = medians(
+        {
+            "sweep": lambda i: run(
+                [
+                    ICNN,
+                    "init",
+                    "-c",
+                    str(DEFAULT_CONFIG),
+                    "--seeds",
+                    "0:64",
+                    "--out",
+                    str(work / f"sweep-{i}"),
+                    "--json",
+                ],
+                {"ICNN_COMPILE_CACHE_DIR": str(work / f"cache-sweep-{i}")},
+            )
+        },
+        repeats,
+    )["sweep"]
+    start = time.perf_counter()
+    for seed in range(plain_runs):
+        run(
+            [
+                PYTHON,
+                str(BENCH / "plain_init.py"),
+                str(work / f"plain-sweep-{seed}"),
+                "--seed",
+                str(seed),
+            ]
+        )
+    plain_total = (time.perf_counter() - start) * 64 / plain_runs
+    measured = (
+        f"{plain_runs} runs measured back to back"
+        if plain_runs == 64
+        else f"{plain_runs} runs measured back to back, scaled to 64"
+    )
+    report.table(
+        "2. 64 seeds: `icnn init --seeds 0:64` vs 64 runs of the plain script",
+        f"Goal: at least 20x faster. icnn: median of {repeats} sweeps, each with an empty "
+        f"compile cache (one compile per sweep). Plain: {measured}; the median single run of "
+        f"item 1 times 64 is {plain_single * 64:.0f} s.",
+        ["command", "wall time", "per checkpoint", "plain / icnn"],
+        [
+            ["64 x plain script", f"{plain_total:.1f} s", f"{plain_total / 64:.2f} s", "1.0x"],
+            [
+                "icnn init --seeds 0:64",
+                f"{sweep:.1f} s",
+                f"{sweep / 64:.3f} s",
+                ratio(plain_total, sweep),
+            ],
+        ],
+        goal(f"at least 20x ({plain_total / sweep:.0f}x)", plain_total / sweep >= 20),
+    )
+
+
+def bench_large(work: Path, repeats: int, report: Report) -> None:
+    config = work / "large.yaml"
+    config.write_text(f"model:\n  dim_data: {LARGE_DIM_DATA}\n  dim_hidden: {LARGE_HIDDEN}\n")
+    hidden = ",".join(map(str, LARGE_HIDDEN))
+    jobs = {
+        "bare jax.jit(init) + Orbax save (plain script)": lambda i: run(
+            [
+                PYTHON,
+                str(BENCH / "plain_init.py"),
+                str(work / f"large-plain-{i}"),
+                "--dim-data",
+                str(LARGE_DIM_DATA),
+                "--dim-hidden",
+                hidden,
+            ]
+        ),
+        "icnn init, cold compile cache": lambda i: run(
+            [ICNN, "init", "-c", str(config), "--out", str(work / f"large-icnn-{i}")],
+            {"ICNN_COMPILE_CACHE_DIR": str(work / f"cache-large-{i}")},
+        ),
+    }
+    times = {}
+    for index in range(repeats):
+        for name, job in jobs.items():
+            times.setdefault(name, []).append(job(index).seconds)
+            shutil.rmtree(work / f"large-plain-{index}", ignore_errors=True)
+            shutil.rmtree(work / f"large-icnn-{index}", ignore_errors=True)
+    medians_s = {name: statistics.median(values) for name, values in times.items()}
+    memory = {
+        name: run(argv).max_rss_mib
+        for name, argv in {
+            "bare jax.jit(init) + Orbax save (plain script)": [
+                PYTHON,
+                str(BENCH / "plain_init.py"),
+                str(work / "large-plain-mem"),
+                "--dim-data",
+                str(LARGE_DIM_DATA),
+                "--dim-hidden",
+                hidden,
+            ],
+            "icnn init, cold compile cache": [
+                ICNN,
+                "init",
+                "-c",
+                str(config),
+                "--out",
+                str(work / "large-icnn-mem"),
+                "--no-compile-cache",
+            ],
+        }.items()
+    }
+    shutil.rmtree(work / "large-plain-mem", ignore_errors=True)
+    shutil.rmtree(work / "large-icnn-mem", ignore_errors=True)
+    bare = medians_s["bare jax.jit(init) + Orbax save (plain script)"]
+    icnn_ratio = medians_s["icnn init, cold compile cache"] / bare
+    throughput = json.loads(
+        run([PYTHON, str(BENCH / "init_throughput.py"), str(config), str(repeats)]).stdout
+    )
+    gigabytes = throughput["bytes"] / 1e9
+    report.table(
+        "3. A ~100M-parameter model: end to end, and init throughput",
+        f"`dim_data: {LARGE_DIM_DATA}, dim_hidden: {LARGE_HIDDEN}`: "
+        f"{throughput['bytes'] / 4 / 1e6:.0f} million float32 parameters, "
+        f"{gigabytes:.2f} GB. Goal: icnn within 1.25x of the bare script. Median of {repeats} "
+        "processes; peak memory from one more run of each. icnn also fingerprints (sha256) "
+        "every byte and fsyncs the checkpoint before its atomic rename.",
+        ["command", "median wall time", "this / bare", "peak memory"],
+        [
+            [name, f"{seconds:.2f} s", f"{seconds / bare:.2f}x", f"{memory[name]:.0f} MiB"]
+            for name, seconds in medians_s.items()
+        ],
+        goal(f"icnn within 1.25x of the bare script ({icnn_ratio:.2f}x)", icnn_ratio <= 1.25),
+    )
+    report.table(
+        "3b. Init throughput (the jitted init alone, compile excluded)",
+        f"Median of {repeats} inits of the model above (after one compile + first call of "
+        f"{throughput['compile_and_first_init_s']:.1f} s) vs numpy's "
+        "`Generator.standard_normal` (one core) filling as many float32 values.",
+        ["generator", "median time", "throughput"],
+        [
+            [
+                "icnn jitted ICNN.init (JAX CPU)",
+                f"{throughput['init_s']:.2f} s",
+                f"{gigabytes / throughput['init_s']:.2f} GB/s",
+            ],
+            [
+                "numpy standard_normal, float32",
+                f"{throughput['numpy_normal_s']:.2f} s",
+                f"{gigabytes / throughput['numpy_normal_s']:.2f} GB/s",
+            ],
+        ],
+    )
+
+
+def bench_inspect(work: Path, repeats: int, report: Report) -> None:
+    checkpoints = work / "inspect"
+    start = time.perf_counter()
+    run([PYTHON, str(BENCH / "make_checkpoints.py"), str(checkpoints)])
+    made_in = time.perf_counter() - start
+    rows = []
+    icnn_times: dict[str, float] = {}
+    for name, label in (
+        ("small", "1 MB, 4 leaves"),
+        ("large", "1 GB, 16 leaves"),
+        ("many", "10,000 leaves (160 KB)"),
+    ):
+        path = str(checkpoints / name)
+        times = medians(
+            {
+                "icnn": lambda i, path=path: run([ICNN, "inspect", path, "--json"]),
+                "plain": lambda i, path=path: run([PYTHON, str(BENCH / "plain_metadata.py"), path]),
+            },
+            repeats,
+        )
+        rows.append(
+            [
+                label,
+                f"{times['icnn']:.2f} s",
+                f"{times['plain']:.2f} s",
+                f"{times['icnn'] / times['plain']:.2f}x",
+            ]
+        )
+        icnn_times[name] = times["icnn"]
+    spread = max(icnn_times.values()) / min(icnn_times.values())
+    report.table(
+        "4. `icnn inspect` (metadata only) vs a plain `StandardCheckpointer().metadata()` script",
+        f"Goal: time independent of checkpoint size. Foreign checkpoints written by "
+        f"`bench/make_checkpoints.py` ({made_in:.0f} s, not timed below). Median of {repeats} "
+        "processes each.",
+        ["checkpoint", "icnn inspect --json", "plain metadata script", "icnn / plain"],
+        rows,
+        goal(
+            f"time independent of checkpoint size (slowest / fastest: {spread:.2f}x)", spread < 1.5
+        ),
+    )
+    large = str(checkpoints / "large")
+    metadata_only = run([ICNN, "inspect", large, "--json"])
+    with_stats = run([ICNN, "inspect", large, "--stats", "--json"])
+    extra = with_stats.max_rss_mib - metadata_only.max_rss_mib
+    report.table(
+        "4b. `icnn inspect --stats` on the 1 GB checkpoint: peak memory",
+        "Leaves are read a few at a time (batches of about 64 MiB), so the peak should be the "
+        "metadata-only process plus about the largest leaf (64 MiB) plus a batch, not 1 GB.",
+        ["command", "wall time", "peak memory"],
+        [
+            [
+                "icnn inspect (metadata only)",
+                f"{metadata_only.seconds:.2f} s",
+                f"{metadata_only.max_rss_mib:.0f} MiB",
+            ],
+            [
+                "icnn inspect --stats",
+                f"{with_stats.seconds:.2f} s",
+                f"{with_stats.max_rss_mib:.0f} MiB",
+            ],
+        ],
+        goal(
+            "peak memory bounded by the largest leaf plus a constant (--stats used "
+            f"{extra:.0f} MiB more than metadata only, reading a 1,024 MiB checkpoint whose "
+            "largest leaf is 64 MiB)",
+            extra < 4 * 64,
+        ),
+    )
+
+
+def bench_inspect_layouts(report: Report) -> None:
+    table = run([PYTHON, str(BENCH / "bench_inspect_layouts.py"), "--repeats", "2"]).stdout
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    report.sections.append(
+        "## 4c. `icnn inspect` on 10,000 leaves, per Orbax layout\n\n"
+        "`bench/bench_inspect_layouts.py`, best of 2: Orbax's `metadata()` (opens every array) "
+        "against the leaf records icnn reads directly (`_METADATA` plus each array's zarr header) "
+        "and the whole `icnn inspect` command in a fresh process.\n\n" + "\n".join(lines) + "\n"
+    )
+    print(report.sections[-1], flush=True)
+
+
+def bench_help(repeats: int, report: Report) -> None:
+    times = medians(
+        {
+            "icnn --help": lambda i: run([ICNN, "--help"]),
+            "icnn init --help": lambda i: run([ICNN, "init", "--help"]),
+            "python -c pass (interpreter start)": lambda i: run([PYTHON, "-c", "pass"]),
+        },
+        repeats,
+    )
+    report.table(
+        "5. `icnn --help`",
+        f"Goal: under 0.3 s. Median of {repeats} processes.",
+        ["command", "median wall time"],
+        [[name, f"{seconds * 1000:.0f} ms"] for name, seconds in times.items()],
+        goal(f"under 0.3 s ({times['icnn --help']:.2f} s)", times["icnn --help"] < 0.3),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5, help="runs per measurement")
+    parser.add_argument(
+        "--plain-sweep-runs",
+        type=int,
+        default=64,
+        help="plain-script runs measured for item 2 (scaled to 64)",
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--only", help="comma-separated items to run, e.g. 1,5")
+    args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5"}
+    report = Report()
+    load_before = load_average()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="icnn-bench-") as directory:
+        work = Path(directory)
+        plain_single = 0.0
+        if "5" in only:
+            bench_help(max(args.repeats, 10), report)
+        if "1" in only or "2" in only:
+            plain_single = bench_single_init(work, args.repeats, report)
+        if "2" in only:
+            bench_sweep(
+                work, max(args.repeats // 2, 1), args.plain_sweep_runs, plain_single, report
+            )
+        if "3" in only:
+            bench_large(work, max(args.repeats // 2, 1), report)
+        if "4" in only:
+            bench_inspect(work, max(args.repeats - 2, 1), report)
+            bench_inspect_layouts(report)
+    elapsed = time.perf_counter() - started
+    header = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`bench/run.py`); rerun it to refresh this file. Every number is "
+        "the wall time of fresh processes, as a CI step would pay it, and the things compared "
+        "ran interleaved in the same session.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *[f"| {label} | {value} |" for label, value in machine()],
+        f"| load average (1, 5, 15 min) | before: {load_before}; after: {load_average()} |",
+        f"| bench wall time | {elapsed / 60:.1f} min |",
+        f"| date | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} |",
+        "",
+        "The machine is shared: a load average above the core count means other work ran at "
+        "the same time, which slows both sides of every comparison.",
+        "",
+    ]
+    args.out.write_text("\n".join(header) + "\n" + "\n".join(report.sections))
+    print(f"bench: wrote {args.out} in {elapsed / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
