@@ -26,7 +26,7 @@ def trees() -> dict[str, dict[str, np.ndarray]]:
             f"layer_{i}": rng.standard_normal(floats // 4, dtype=np.float32) for i in range(4)
         },
         "large": {
-            f"layer_{i:02d}": rng.standard_normal(16 * floats, dtype=np.float32) for i in range(16)
+            f"layer_{i:02d}": rng.standard_normal(64 * floats, dtype=np.float32) for i in range(16)
         },
         "many": {f"leaf_{i:05d}": np.full(4, i, dtype=np.float32) for i in range(10_000)},
     }

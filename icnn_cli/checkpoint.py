@@ -41,6 +41,7 @@ _RENAME_EXCHANGE = 2
 # renameat2 flags are refused with EINVAL by filesystems that lack them, and the
 # call is ENOSYS where the kernel or libc has no renameat2.
 _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
 # --- what is a committed checkpoint ----------------------------------------------------
@@ -625,12 +626,23 @@ def _batches(leaves: Sequence[LeafRecord], budget: int) -> Iterator[list[LeafRec
 def iter_leaf_arrays(
     path: Path, step_metadata: Any, leaves: Sequence[LeafRecord], budget: int = READ_BATCH_BYTES
 ) -> Iterator[tuple[LeafRecord, Any]]:
-    """Yield ``(leaf, numpy array)`` reading a few leaves at a time.
+    """Yield ``(leaf, numpy array)``, one leaf in memory at a time.
 
-    Peak memory stays near the largest leaf plus ``budget``: each batch is a
-    partial restore (other leaves are ``PLACEHOLDER``) into host numpy arrays,
-    which also sidesteps Orbax's topology checks for sharded saves.
+    Each leaf is read straight from its zarr array (:func:`metadata_files.array_reader`).
+    Where the metadata files look unfamiliar, Orbax reads batches of about ``budget``
+    bytes instead: a partial restore (other leaves are ``PLACEHOLDER``) into host
+    numpy arrays, which also sidesteps Orbax's topology checks for sharded saves.
     """
+    _unmap_large_buffers_when_freed()
+    try:
+        read = metadata_files.array_reader(path)
+    except metadata_files.UnexpectedLayout:
+        read = None
+    if read is not None:
+        for leaf in leaves:
+            yield leaf, _read_leaf(path, read, leaf)
+        return
+
     import jax
     import numpy as np
     import orbax.checkpoint as ocp
@@ -653,6 +665,28 @@ def iter_leaf_arrays(
         for leaf in batch:
             yield leaf, arrays[leaf.path]
         del restored, arrays
+
+
+def _read_leaf(path: Path, read: Any, leaf: LeafRecord) -> Any:
+    try:
+        return read(leaf)
+    except (ValueError, RuntimeError) as error:  # tensorstore: missing data, DATA_LOSS, ...
+        raise IcnnError(
+            f"{path}: cannot read array data ({_first_line(error)})", RUNTIME_ERROR
+        ) from None
+
+
+def _unmap_large_buffers_when_freed() -> None:
+    """Have glibc give freed buffers of 1 MiB and more straight back to the OS.
+
+    Tensorstore decodes arrays on its own threads, and glibc keeps what those
+    threads free in per-thread heaps: reading leaf after leaf then ratcheted the
+    resident memory up towards the checkpoint's size (1.2 GB after 256 MB of
+    16 MiB leaves; 0.5 GB flat with this). Not glibc: nothing to do.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, 1 << 20)
 
 
 def _restore_with(path: Path, restore_args: Any) -> Any:

@@ -176,3 +176,36 @@ def partition_specs(path: Path) -> dict[str, list]:
     except (UnexpectedLayout, ValueError, KeyError, TypeError, AttributeError):
         return {}  # an unreadable file only loses the layout column
     return specs
+
+
+def array_reader(path: Path) -> Any:
+    """A function ``leaf -> numpy array`` reading one leaf straight from its zarr array.
+
+    Orbax's partial restore (``PLACEHOLDER`` for the other leaves) read and
+    decoded far more than the leaf asked for when many leaves share one OCDBT
+    data file: 5 s and 1.2 GB of memory per 64 MiB leaf of a 1 GB checkpoint,
+    against 0.4 s and one leaf's memory reading the zarr array itself.
+
+    Raises:
+      UnexpectedLayout: the metadata files are not as expected (use Orbax instead).
+    """
+    import tensorstore as ts
+
+    document = _load_json(path / TREE_METADATA)
+    if not isinstance(document, dict):
+        raise UnexpectedLayout(f"{TREE_METADATA} is not an object")
+    use_ocdbt, use_zarr3 = document.get("use_ocdbt"), document.get("use_zarr3")
+    if not isinstance(use_ocdbt, bool) or not isinstance(use_zarr3, bool):
+        raise UnexpectedLayout("use_ocdbt/use_zarr3 missing")
+    base = f"file://{path.absolute()}/"
+    kvstore: Any = {"driver": "ocdbt", "base": base} if use_ocdbt else base
+    driver = "zarr3" if use_zarr3 else "zarr"
+    # One context: the OCDBT manifest is read once for all leaves, not once per leaf.
+    context = ts.Context()
+
+    def read(leaf: LeafRecord) -> Any:
+        spec = {"driver": driver, "kvstore": kvstore, "path": ".".join(leaf.path)}
+        store = ts.open(spec, open=True, read=True, context=context).result()
+        return store.read().result()
+
+    return read
