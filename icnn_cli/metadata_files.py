@@ -110,14 +110,20 @@ def _shape_and_dtype(header: Any, use_zarr3: bool) -> tuple[tuple[int, ...], Any
     return shape, dtype
 
 
-def leaf_records(path: Path) -> list[LeafRecord]:
-    """One record per array, as ``checkpoint.leaf_records(metadata())`` gives, from the files."""
+def _tree_document(path: Path) -> tuple[dict[str, Any], bool, bool]:
+    """``_METADATA`` and its storage flags: ``(document, use_ocdbt, use_zarr3)``."""
     document = _load_json(path / TREE_METADATA)
     if not isinstance(document, dict):
         raise UnexpectedLayout(f"{TREE_METADATA} is not an object")
     use_ocdbt, use_zarr3 = document.get("use_ocdbt"), document.get("use_zarr3")
     if not isinstance(use_ocdbt, bool) or not isinstance(use_zarr3, bool):
         raise UnexpectedLayout("use_ocdbt/use_zarr3 missing")
+    return document, use_ocdbt, use_zarr3
+
+
+def leaf_records(path: Path) -> list[LeafRecord]:
+    """One record per array, as ``checkpoint.leaf_records(metadata())`` gives, from the files."""
+    document, use_ocdbt, use_zarr3 = _tree_document(path)
     entries = _tree_entries(document)
     names = [".".join(parts) for parts, _ in entries]
     headers = _zarr_headers(path, names, use_ocdbt, use_zarr3)
@@ -191,12 +197,7 @@ def array_reader(path: Path) -> Any:
     """
     import tensorstore as ts
 
-    document = _load_json(path / TREE_METADATA)
-    if not isinstance(document, dict):
-        raise UnexpectedLayout(f"{TREE_METADATA} is not an object")
-    use_ocdbt, use_zarr3 = document.get("use_ocdbt"), document.get("use_zarr3")
-    if not isinstance(use_ocdbt, bool) or not isinstance(use_zarr3, bool):
-        raise UnexpectedLayout("use_ocdbt/use_zarr3 missing")
+    _, use_ocdbt, use_zarr3 = _tree_document(path)
     base = f"file://{path.absolute()}/"
     kvstore: Any = {"driver": "ocdbt", "base": base} if use_ocdbt else base
     driver = "zarr3" if use_zarr3 else "zarr"
