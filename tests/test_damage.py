@@ -114,6 +114,15 @@ def test_pristine_checkpoint_reads_cleanly(icnn, pristine):
 
 READING_COMMANDS = {
     "inspect --stats": lambda damaged, pristine: ["inspect", damaged, "--stats", "--json"],
+    # The damage sits in w_zs_0's data file; the filter shows other leaves only.
+    "inspect --stats --filter": lambda damaged, pristine: [
+        "inspect",
+        damaged,
+        "--stats",
+        "--filter",
+        "params/w_xs_*",
+        "--json",
+    ],
     "check": lambda damaged, pristine: ["check", damaged, "--json"],
     "diff": lambda damaged, pristine: ["diff", pristine, damaged, "--json"],
 }

@@ -266,4 +266,4 @@ def test_header_says_whether_stats_checked_the_fingerprint(icnn):
     recorded = json.loads(icnn("inspect", path, "--json").stdout)["spec"]["fingerprint"]
     assert fingerprint_line().split() == ["fingerprint", recorded[7:23]]  # metadata only
     assert "(checked)" in fingerprint_line("--stats")
-    assert "(not checked: --filter" in fingerprint_line("--stats", "--filter", "params/w_zs_*")
+    assert "(checked: every leaf read" in fingerprint_line("--stats", "--filter", "params/w_zs_*")
