@@ -258,3 +258,18 @@ def test_eight_devices_write_what_one_device_writes(icnn, write_config, tmp_path
     assert on_other_mesh["spec"] == ["a"]
     assert on_other_mesh["gathered"] == [True] * 5
     assert np.asarray(expected["params"]["w_zs_0"]["kernel"]).dtype.name == "bfloat16"
+
+
+def test_sharded_init_refuses_layout_dependent_random_bits(icnn, write_config, tmp_path):
+    import jax
+
+    config = write_config({"model": tiny_model()})
+    jax.config.update("jax_threefry_partitionable", False)
+    try:
+        result = icnn("init", "-c", config, "--out", tmp_path / "ckpt", "--mesh", "1")
+    finally:
+        jax.config.update("jax_threefry_partitionable", True)
+
+    assert result.exit_code == 2
+    assert "a sharded init needs jax_threefry_partitionable on" in result.stderr
+    assert not (tmp_path / "ckpt").exists()
