@@ -144,13 +144,6 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-    from jax.experimental import multihost_utils
-
-    if process_count() > 1:
-        multihost_utils.sync_global_devices(f"icnn:{name}")
-
-
 def primary_value(value: int) -> int:
     """Process 0's ``value``, on every process."""
     import numpy as np
@@ -215,14 +208,8 @@ def _all_gather_text(text: str) -> list[str]:
     import numpy as np
     from jax.experimental import multihost_utils
 
-    encoded = text.encode()[: MESSAGE_BYTES - 1] or b""
+    encoded = text.encode()[: MESSAGE_BYTES - 1]
     buffer = np.zeros(MESSAGE_BYTES, dtype=np.uint8)
     buffer[: len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
     gathered = np.asarray(multihost_utils.process_allgather(buffer))
     return [bytes(row).rstrip(b"\0").decode(errors="replace") for row in gathered]
-
-
-def describe_processes() -> str:
-    """``", 2 processes"`` for the device line of the summary; empty for one process."""
-    count = process_count()
-    return f", {count} processes" if count > 1 else ""
