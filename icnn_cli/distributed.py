@@ -14,7 +14,6 @@ one-device path stays exactly what it was.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import os
@@ -89,46 +88,43 @@ def initialize(group: ProcessGroup) -> None:
 
 @contextlib.contextmanager
 def session(group: ProcessGroup) -> Iterator[None]:
-    """Run the body as one process of ``group``; a no-op when no flag asked for it.
-
-    While it runs, C-level writes to stdout go to stderr: gloo prints its
-    "Rank 0 is connected to 7 peer ranks" lines on stdout, which must carry
-    nothing but the summary (one JSON document with ``--json``).
-    """
+    """Run the body as one process of ``group``; a no-op when no flag asked for it."""
     if not group.requested:
         yield
         return
     import jax
 
     initialize(group)
+    _keep_native_stdout_off_stdout()
     clean = False
-    with _stdout_to_stderr():
-        try:
-            yield
-            clean = True
-        except AgreedFailure:
-            clean = True
-            raise
-        finally:
-            # Shutting down waits for every process; after a failure of this
-            # process alone the others are stuck elsewhere, so just leave: the
-            # coordination service then stops them when its heartbeat lapses.
-            if clean:
-                jax.distributed.shutdown()
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
     try:
         yield
+        clean = True
+    except AgreedFailure:
+        clean = True
+        raise
     finally:
-        sys.stdout.flush()
-        ctypes.CDLL(None).fflush(None)  # C stdio buffers (gloo's lines) go to stderr too
-        os.dup2(saved, 1)
-        os.close(saved)
+        # Shutting down waits for every process; after a failure of this
+        # process alone the others are stuck elsewhere, so just leave: the
+        # coordination service then stops them when its heartbeat lapses.
+        if clean:
+            jax.distributed.shutdown()
+
+
+def _keep_native_stdout_off_stdout() -> None:
+    """Send native writes to stdout (file descriptor 1) to stderr for the rest of the run.
+
+    gloo prints "Rank 0 is connected to 7 peer ranks" lines on stdout, from C++
+    and sometimes after the collective that caused them, and C's buffer may
+    only be flushed at exit; stdout must carry nothing but the summary (one
+    JSON document with ``--json``). Python's ``sys.stdout`` keeps the real one.
+    """
+    sys.stdout.flush()
+    real_stdout = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = open(  # noqa: SIM115 - it lives as long as the process
+        real_stdout, "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors
+    )
 
 
 def process_count() -> int:
