@@ -170,17 +170,20 @@ def recorded_samples(spec: CheckpointSpec, dim_data: int) -> tuple[Any, Any] | N
     The samples only feed the initializers; ``apply`` needs just the module's
     structure, so when the files moved or changed, random stand-ins will do.
     """
-    import numpy as np
-
     if not spec.gaussian_map_samples:
         return None
     arrays = []
     for record in ordered_sample_records(spec):
         array = unchanged_sample(record, dim_data)
-        if array is None:
-            array = np.random.default_rng(0).standard_normal((dim_data + 1, dim_data))
-        arrays.append(array)
+        arrays.append(stand_in_samples(dim_data) if array is None else array)
     return arrays[0], arrays[1]
+
+
+def stand_in_samples(dim_data: int) -> Any:
+    """Random points of the right shape: enough for ``apply``, which needs only structure."""
+    import numpy as np
+
+    return np.random.default_rng(0).standard_normal((dim_data + 1, dim_data))
 
 
 def ordered_sample_records(spec: CheckpointSpec) -> list[SampleSpec]:
@@ -255,16 +258,19 @@ def load_model(
     from icnn_cli.config import load_config
 
     path = Path(path)
+    spec = CheckpointReader.open(path).spec
     if config_path is None:
-        spec = CheckpointReader.open(path).spec
         if spec is None:
             hint = f"; give its architecture with {config_flag} CFG.yaml" if config_flag else ""
             raise IcnnError(f"{path}: no embedded icnn spec (not written by icnn init){hint}")
         config = spec_config(spec, path)
         samples = _readable_recorded_samples(spec, config.model.dim_data)
-        structure = recorded_samples(spec, config.model.dim_data)
+        # Each sample file is read and hashed once: stand-ins give the structure otherwise.
+        structure = samples
+        if samples is None and spec.gaussian_map_samples:
+            stand_in = stand_in_samples(config.model.dim_data)
+            structure = (stand_in, stand_in)
     else:
-        spec = CheckpointReader.open(path).spec
         config = load_config(config_path)
         samples, _ = model.load_gaussian_map_samples(config.model, config_path.parent)
         structure = samples
