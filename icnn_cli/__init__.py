@@ -6,20 +6,131 @@ functions that need them.
 Example::
 
     import icnn_cli
-    module, variables = icnn_cli.load("ckpt")
+    module, variables = icnn_cli.init("cfg.yaml", seed=0)   # what `icnn init` computes
+    module, variables = icnn_cli.load("ckpt")                # what `icnn init` wrote
+    summary = icnn_cli.inspect("ckpt")                       # what `icnn inspect` shows
     potential = module.apply(variables, x)
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import types
 from typing import TYPE_CHECKING, Any
-
-__version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["__version__", "load"]
+    from icnn_cli.python_api import ConfigSource
+    from icnn_cli.records import Summary
+
+__all__ = ["__version__", "init", "inspect", "load", "package_version"]
+
+DISTRIBUTION = "icnn-cli"
+"""The name pip knows icnn by; its version (pyproject.toml's) is the one version."""
+
+
+def package_version() -> str:
+    """The installed version of icnn, from the package metadata (pyproject.toml's ``version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    # Read lazily: the metadata lookup costs a few milliseconds that `icnn --help` need not pay.
+    if name == "__version__":
+        return package_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def init(
+    config: ConfigSource,
+    seed: int | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    platform: str | None = None,
+) -> tuple[Any, Any]:
+    """Build the OTT ICNN of a config and run its jitted init, as ``icnn init`` does.
+
+    The variables are bit-identical to the arrays ``icnn init`` writes for the same
+    config and seed (same RNG streams, same compiled init).
+
+    Args:
+      config: a config file path (``str`` or :class:`~pathlib.Path`); YAML text (a
+        ``str`` containing a newline); a mapping shaped like the YAML; or a validated
+        :class:`icnn_cli.config.IcnnConfig`. Relative Gaussian-map sample paths are read
+        relative to the config file, or to the current directory when there is no file.
+      seed: master seed, ``0..2**32-1``; default: the config's ``init.seed`` (0 unless
+        set), as with ``icnn init`` without ``--seed``.
+      out: also write the checkpoint there, as ``icnn init --out`` does (atomic commit,
+        embedded spec and fingerprint); default: write nothing.
+      force: with ``out``: replace an existing checkpoint there, atomically.
+      platform: ``"cpu"``, ``"gpu"`` or ``"tpu"``: the JAX backend that runs the init;
+        default: JAX's default backend.
+
+    Returns:
+      ``(module, variables)``: OTT's ``ICNN`` and its ``{"params": ...}`` (plus any
+      collection the config's ``init`` asks for); ``module.apply(variables, x)`` evaluates
+      the potential at ``x`` of shape ``[batch, dim_data]``.
+
+    Raises:
+      icnn_cli.errors.IcnnError: the config does not validate, or ``out`` exists
+        without ``force`` (the same one-line messages as the CLI).
+    """
+    from icnn_cli.python_api import init_in_process
+
+    return init_in_process(config, seed, out=out, force=force, platform=platform)
+
+
+class _Package(types.ModuleType):
+    """This package, keeping :func:`init` when the submodule ``icnn_cli/init.py`` loads.
+
+    Python's import system binds every loaded submodule as an attribute of its package,
+    so the first ``from icnn_cli.init import ...`` (the jitted init, used by the
+    pipeline) would replace the public function ``icnn_cli.init`` with that module.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "init" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def inspect(path: str | os.PathLike[str], stats: bool = False) -> Summary:
+    """Summarise an Orbax checkpoint: what ``icnn inspect --json`` prints, as records.
+
+    Args:
+      path: a checkpoint directory, or an Orbax ``CheckpointManager`` root (its latest
+        step is summarised).
+      stats: read the arrays for per-leaf statistics (mean, std, min, max, NaN/Inf
+        counts); the recorded fingerprint of an icnn checkpoint is checked on the way.
+
+    Returns:
+      The :class:`Summary`: ``leaves`` (one record per array: path, shape, dtype,
+      bytes, statistics), ``header`` (seed, streams, versions, ...), ``spec`` (the
+      embedded spec of an icnn checkpoint, else ``None``); ``summary.as_json()`` is the
+      document ``icnn inspect --json`` prints.
+
+    Raises:
+      icnn_cli.errors.IcnnError: not a checkpoint, or damaged data (exit code 1).
+    """
+    from pathlib import Path
+
+    try:
+        from icnn_cli.analysis.inspection import inspect_checkpoint
+    except ImportError:  # before the move into analysis/
+        from icnn_cli.analysis.inspection import inspect_checkpoint
+
+    return inspect_checkpoint(Path(path), with_stats=stats)
 
 
 def load(path: str | Path) -> tuple[Any, Any]:
@@ -32,6 +143,6 @@ def load(path: str | Path) -> tuple[Any, Any]:
       ``(module, variables)`` such that ``module.apply(variables, x)`` evaluates
       the potential at ``x`` of shape ``[batch, dim_data]``.
     """
-    from icnn_cli.loading import load_checkpoint
+    from icnn_cli.analysis.loading import load_checkpoint
 
     return load_checkpoint(path)

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from icnn_cli import __version__
 from icnn_cli.cli.check_command import check
+from icnn_cli.cli.config_command import config_app
 from icnn_cli.cli.diff_command import diff
 from icnn_cli.cli.errors import INTERRUPTED, debug_enabled, set_debug
 from icnn_cli.cli.init_command import init
@@ -27,7 +27,7 @@ app = typer.Typer(
     name="icnn",
     help="Initialise and inspect checkpoints of input convex neural networks (OTT-JAX ICNN).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -38,11 +38,14 @@ app.command()(check)
 app.command()(diff)
 app.command()(verify)
 app.command()(plot)
+app.add_typer(config_app)
 
 
 def _print_version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"icnn {__version__}\n")
+        from icnn_cli import package_version
+
+        sys.stdout.write(f"icnn {package_version()}\n")
         raise typer.Exit()
 
 
