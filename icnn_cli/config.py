@@ -21,13 +21,11 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
-    ValidationError,
     WithJsonSchema,
     model_validator,
 )
 
-from icnn_cli import registry
-from icnn_cli.errors import IcnnError
+from icnn_cli import registry, yaml_source
 
 SEED_LIMIT = 2**32
 """Seeds are 0..2**32-1: JAX's default (x32) mode maps ``key(2**32)`` to ``key(0)``."""
@@ -184,11 +182,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+_STDIN_BASE = "to the current directory for a config read from standard input"
+
+
 class GaussianMapSamples(_Section):
     """Source and target samples (``.npy``, shape ``[n, dim_data]``) for the Bures-map init."""
 
-    source: str = Field(description="path of the source samples, relative to the config file")
-    target: str = Field(description="path of the target samples, relative to the config file")
+    source: str = Field(
+        description=f"path of the source samples, relative to the config file ({_STDIN_BASE})"
+    )
+    target: str = Field(
+        description=f"path of the target samples, relative to the config file ({_STDIN_BASE})"
+    )
 
 
 class ModelConfig(_Section):
@@ -380,12 +385,21 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-def load_config(path: Path) -> IcnnConfig:
-    """Read, parse and validate a config file; raise :class:`IcnnError` with file:line on error."""
-    from icnn_cli import yaml_source
+def load_config(path: Path | str) -> IcnnConfig:
+    """Read, parse and validate a config file; raise :class:`IcnnError` with file:line on error.
 
-    document = yaml_source.read_yaml_mapping(path)
-    try:
-        return IcnnConfig.model_validate(document.data)
-    except ValidationError as error:
-        raise IcnnError(document.describe_validation_error(error)) from None
+    Args:
+      path: the YAML file, or ``-`` for standard input (errors then name ``<stdin>``).
+    """
+    return yaml_source.read_yaml_mapping(path).validate(IcnnConfig)
+
+
+def parse_config(text: str, source: str = "<string>") -> IcnnConfig:
+    """Parse and validate YAML ``text``; errors name ``source`` and the line."""
+    return yaml_source.parse_yaml_mapping(text, source).validate(IcnnConfig)
+
+
+def config_directory(path: Path | str) -> Path:
+    """Where relative sample-file paths start: the config's directory, or the current
+    directory for a config read from standard input (``-``)."""
+    return Path.cwd() if yaml_source.is_stdin(path) else Path(path).parent
