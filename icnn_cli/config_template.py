@@ -294,5 +294,7 @@ def _first_docstring_line(model_class: type[BaseModel] | None) -> str:
 
 def _flow_yaml(value: Any) -> str:
     """One-line YAML for a value: ``[64, 64]``, ``{name: normal, stddev: 0.01}``, ``null``."""
+    if isinstance(value, list):
+        value = [item.model_dump() if isinstance(item, BaseModel) else item for item in value]
     text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6)
     return text.removesuffix("\n").removesuffix("\n...").strip()

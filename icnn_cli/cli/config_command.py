@@ -18,11 +18,13 @@ config_app = typer.Typer(
 
 
 def _parse_dim_hidden(text: str) -> list[int]:
+    from icnn_cli.errors import IcnnError
+
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
-        raise typer.BadParameter(
-            f"expected comma-separated layer sizes such as 64,64, got {text!r}"
+        raise IcnnError(
+            f"--dim-hidden: expected comma-separated layer sizes such as 64,64, got {text!r}"
         ) from None
 
 
@@ -67,13 +69,12 @@ def new(
     ] = False,
 ) -> None:
     """Print a complete, commented YAML config (for icnn init -c) to stdout."""
-    layers = _parse_dim_hidden(dim_hidden)
     with reported_errors():
         from icnn_cli.config_template import config_template, starter_config
 
         config = starter_config(
             dim_data=dim_data,
-            dim_hidden=layers,
+            dim_hidden=_parse_dim_hidden(dim_hidden),
             pos_weights=pos_weights,
             gaussian_map=gaussian_map,
             seed=seed,
