@@ -147,9 +147,9 @@ def _dotted(location: Location) -> str:
     return ".".join(_shown_text(str(part)) for part in location) or "(top level)"
 
 
-def _shown_text(text: str) -> str:
-    """``text`` cut to :data:`SHOWN_CHARS`, control characters as escapes (one safe line)."""
-    shown = text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} chars)"
+def _shown_text(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit``, control characters as escapes (one safe line)."""
+    shown = text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in shown)
 
 
@@ -217,6 +217,7 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(text)
         self.source = source
         self.open_levels = 0
+        self.composed = 0
         self.aliases = 0
         self.measures: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, depth), expanded
 
@@ -228,6 +229,10 @@ class _BoundedLoader(yaml.SafeLoader):
             if id(node) not in self.measures:
                 self._refuse(mark, "an alias that contains itself (a recursive structure)")
             return node
+        # Counted as they come, so a long flat list stops here rather than when it ends.
+        self.composed += 1
+        if self.composed > MAX_NODES:
+            self._refuse(mark, f"more than {MAX_NODES} values")
         self.open_levels += 1
         if self.open_levels > MAX_DEPTH:
             self._refuse(mark, f"nested more than {MAX_DEPTH} levels deep")
@@ -330,13 +335,16 @@ def parse_yaml_mapping(text: str, source: str) -> YamlDocument:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = error.problem or error.context or "invalid YAML"
+        # PyYAML splits some messages: context "expected a single document in the
+        # stream", problem "but found another document".
+        parts = [part for part in (error.context, error.problem) if part]
+        problem = ", ".join(parts) or "invalid YAML"
         if isinstance(error, yaml.constructor.ConstructorError):
             problem = f"{problem} (only plain YAML data is accepted, no Python tags)"
-        raise IcnnError(f"{where}: YAML error: {_shown_text(problem)}") from None
+        raise IcnnError(f"{where}: YAML error: {_shown_text(problem, limit=300)}") from None
     except yaml.YAMLError as error:
         first = (str(error).splitlines() or ["invalid YAML"])[0]
-        raise IcnnError(f"{source}: YAML error: {_shown_text(first)}") from None
+        raise IcnnError(f"{source}: YAML error: {_shown_text(first, limit=300)}") from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
