@@ -84,7 +84,9 @@ def main() -> None:
     """Console-script entry point."""
     sys.unraisablehook = _drop_closed_event_loop_noise
     try:
-        result = app(standalone_mode=False)
+        # A fixed name, also under `python -m icnn_cli`: usage lines and the shell
+        # completion protocol (_ICNN_COMPLETE) are those of the `icnn` command.
+        result = app(standalone_mode=False, prog_name="icnn")
     except SystemExit as exit_request:
         code = exit_request.code if isinstance(exit_request.code, int) else 1
     except _UsageError as error:

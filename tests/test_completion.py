@@ -1,0 +1,105 @@
+"""Shell completion: Typer's --show-completion script and completed option values."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ICNN = [sys.executable, "-m", "icnn_cli"]
+
+
+def _complete(words: str) -> list[str]:
+    """What bash's completion function gets for the command line ``words`` (cursor at the end).
+
+    This is the protocol of the script ``icnn --show-completion bash`` prints: the words
+    and the cursor index in the environment, ``_ICNN_COMPLETE=complete_bash``.
+    """
+    parts = words.split(" ")
+    env = {
+        **os.environ,
+        "_ICNN_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(parts) - 1),
+    }
+    result = subprocess.run(
+        [*ICNN[:-2], "-c", "from icnn_cli.cli import main; main()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def test_show_completion_prints_a_bash_script():
+    result = subprocess.run(
+        [*ICNN, "--show-completion", "bash"],
+        env={**os.environ, "SHELL": "/bin/bash"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "_ICNN_COMPLETE=complete_bash" in result.stdout
+    assert "complete -o default -F _icnn_completion icnn" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash here")
+def test_the_bash_script_is_valid_bash():
+    script = subprocess.run(
+        [*ICNN, "--show-completion", "bash"],
+        env={**os.environ, "SHELL": "/bin/bash"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    checked = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
+
+    assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("icnn inspect ckpt --format ", ["text", "md", "json"]),
+        ("icnn inspect ckpt --format m", ["md"]),
+        ("icnn init -c cfg.yaml --platform ", ["cpu", "gpu", "tpu"]),
+        ("icnn con", ["config"]),
+        ("icnn config ", ["new"]),
+    ],
+)
+def test_option_values_and_commands_are_completed(words, expected):
+    assert _complete(words) == expected
+
+
+def test_checkpoint_arguments_fall_back_to_path_completion():
+    """No candidates from icnn, so the script's ``complete -o default`` completes paths."""
+    assert _complete("icnn inspect ") == []
+    assert _complete("icnn verify ") == []
+
+
+def test_completion_imports_no_jax():
+    probe = (
+        "import sys\n"
+        "from icnn_cli.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}), file=sys.stderr)\n"
+    )
+    env = {
+        **os.environ,
+        "_ICNN_COMPLETE": "complete_bash",
+        "COMP_WORDS": "icnn inspect ckpt --format ",
+        "COMP_CWORD": "4",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert "jax" not in result.stderr and "orbax" not in result.stderr
