@@ -24,9 +24,10 @@ test: install  ## the whole suite, slow cases included (what CI runs)
 test-fast: install  ## everything but the cases marked slow
 	$(BIN)/pytest -m "not slow"
 
-lint: install
+lint: install  ## ruff, and the import-linter contracts of pyproject.toml (layers, no circles)
 	$(BIN)/ruff check icnn_cli tests bench configs
 	$(BIN)/ruff format --check icnn_cli tests bench configs
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix icnn_cli tests bench configs

@@ -67,9 +67,9 @@ def orbax_metadata(path: Path) -> None:
 
 
 def icnn_leaf_records(path: Path) -> None:
-    from icnn_cli import checkpoint
+    from icnn_cli.checkpoint import metadata
 
-    checkpoint.read_leaf_records(path)
+    metadata.read_leaf_records(path)
 
 
 def icnn_command(*args: str) -> None:

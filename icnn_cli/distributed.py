@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 
 MESSAGE_BYTES = 512  # room for one error line per process in the all-gather
 
@@ -82,8 +82,9 @@ def initialize(group: ProcessGroup) -> None:
             "pass --coordinator, --num-processes and --process-id)"
         ) from None
     except RuntimeError as error:
-        first = (str(error).strip().splitlines() or [""])[0][:200]
-        raise IcnnError(f"jax.distributed.initialize failed: {first}", RUNTIME_ERROR) from None
+        raise IcnnError(
+            f"jax.distributed.initialize failed: {first_line(error)}", RUNTIME_ERROR
+        ) from None
 
 
 @contextlib.contextmanager
@@ -196,8 +197,7 @@ def _failure_text(failure: BaseException | None) -> str:
         return ""
     if isinstance(failure, IcnnError):
         return failure.message
-    first = (str(failure).strip().splitlines() or [""])[0]
-    return f"{type(failure).__name__}: {first}"
+    return f"{type(failure).__name__}: {first_line(failure, limit=MESSAGE_BYTES)}"
 
 
 def _all_gather_text(text: str) -> list[str]:

@@ -26,3 +26,9 @@ class IcnnError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(error).strip().splitlines()
+    return text[0][:limit] if text else type(error).__name__

@@ -194,7 +194,7 @@ def effective_parameters(model: ModelConfig, params: Any) -> list[EffectiveParam
     """Every leaf of ``params`` (the ``'params'`` collection), as the forward pass sees it."""
     import numpy as np
 
-    from icnn_cli.checkpoint import flatten_with_paths
+    from icnn_cli.tree_paths import flatten_with_paths
 
     rectifier_spec = model.rectifier_fn or {"name": OTT_DEFAULT_RECTIFIER}
     parameters = []

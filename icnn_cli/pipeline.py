@@ -7,13 +7,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from icnn_cli import checkpoint, distributed, model, rngs
+from icnn_cli import distributed, model, rngs
+from icnn_cli.checkpoint.metadata import quiet_absl
+from icnn_cli.checkpoint.provenance import header_lines
+from icnn_cli.checkpoint.spec import (
+    METADATA_KEY,
+    CheckpointSpec,
+    SampleSpec,
+    StreamSpec,
+    installed_versions,
+)
+from icnn_cli.checkpoint.writing import check_output_path, write_checkpoint_atomically
 from icnn_cli.config import IcnnConfig
+from icnn_cli.fingerprint import fingerprint
 from icnn_cli.init import abstract_variables, compiled_init, select_device
-from icnn_cli.provenance import header_lines
+from icnn_cli.records import LeafRecord, Summary, records_of_tree
 from icnn_cli.sharding import Layout, plan_layout
-from icnn_cli.spec import METADATA_KEY, CheckpointSpec, SampleSpec, StreamSpec, installed_versions
-from icnn_cli.summary import LeafRecord, Summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,16 +46,7 @@ class InitResult:
 
 def leaf_records_of(tree: Any, layout: Layout | None = None) -> list[LeafRecord]:
     """Leaf records of an in-memory pytree of arrays or ``ShapeDtypeStruct``s."""
-    import numpy as np
-
-    records = []
-    for parts, leaf in checkpoint.flatten_with_paths(tree):
-        dtype = np.dtype(leaf.dtype)
-        shape = tuple(int(dim) for dim in leaf.shape)
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        sharding = layout.spec_text(parts) if layout else None
-        records.append(LeafRecord(parts, shape, str(dtype), nbytes, sharding=sharding))
-    return records
+    return records_of_tree(tree, layout.spec_text if layout else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,7 @@ class PreparedInit:
     sample_files: list[model.SampleFile]
     versions: dict[str, str]
     layout: Layout | None = None  # with a mesh: where each leaf lives
+    module: Any = None  # the OTT ICNN whose init this is (icnn_cli.init returns it)
 
 
 def prepare_init(config: IcnnConfig, config_dir: Path, platform: str | None) -> PreparedInit:
@@ -77,8 +78,7 @@ def prepare_init_with_samples(
     """:func:`prepare_init` with the Gaussian-map samples already loaded (``icnn verify``
     takes them from the files recorded in a checkpoint's spec)."""
     with default_device(device):
-        module = model.build_icnn(config.model, samples)
-        model.check_method(module, config.init.method)
+        module = _build_module(config, samples)
         layout = _plan_layout(module, config, device.platform)
         init_variables = compiled_init(
             module,
@@ -86,7 +86,15 @@ def prepare_init_with_samples(
             config.resolved_input_shape(),
             out_shardings=layout.shardings if layout else None,
         )
-    return PreparedInit(config, device, init_variables, sample_files, installed_versions(), layout)
+    return PreparedInit(
+        config, device, init_variables, sample_files, installed_versions(), layout, module
+    )
+
+
+def _build_module(config: IcnnConfig, samples: tuple[Any, Any] | None) -> Any:
+    module = model.build_icnn(config.model, samples)
+    model.check_method(module, config.init.method)
+    return module
 
 
 def _plan_layout(module: Any, config: IcnnConfig, platform: str | None) -> Layout | None:
@@ -121,7 +129,7 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
             if prepared.layout
             else f"{device.platform}:{device.id} ({device.device_kind})"
         ),
-        fingerprint=checkpoint.fingerprint(variables),
+        fingerprint=fingerprint(variables),
         gaussian_map_samples=[
             SampleSpec(role=f.role, path=str(f.path), sha256=f.sha256, shape=list(f.shape))
             for f in prepared.sample_files
@@ -133,13 +141,14 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
 def write_seed_checkpoint(
     output: Path, variables: Any, spec: CheckpointSpec, force: bool = False
 ) -> None:
-    write = (
-        checkpoint.write_checkpoint_from_every_process
-        if distributed.process_count() > 1
-        else checkpoint.write_checkpoint_atomically
-    )
-    with checkpoint.quiet_absl():
-        write(output, variables, {METADATA_KEY: spec.model_dump(mode="json")}, force)
+    with quiet_absl():
+        write_checkpoint_atomically(
+            output,
+            variables,
+            {METADATA_KEY: spec.model_dump(mode="json")},
+            force,
+            every_process=distributed.process_count() > 1,
+        )
 
 
 def default_device(device: Any) -> Any:
@@ -160,8 +169,8 @@ def run_init(request: InitRequest) -> InitResult:
     if request.dry_run:
         return _dry_run(request)
     with distributed.all_or_none("preparing the init"):
-        if distributed.is_primary():  # see write_checkpoint_from_every_process
-            checkpoint.check_output_path(request.output, request.force)
+        if distributed.is_primary():  # see write_checkpoint_atomically(every_process=True)
+            check_output_path(request.output, request.force)
         prepared = prepare_init(config, request.config_dir, request.platform)
     variables, spec = initialize_seed(prepared, config.init.seed)
     write_seed_checkpoint(request.output, variables, spec, request.force)
@@ -180,17 +189,12 @@ def _dry_run(request: InitRequest) -> InitResult:
         device = select_device(request.platform)
         samples, _ = model.load_gaussian_map_samples(config.model, request.config_dir)
         with default_device(device):
-            module = model.build_icnn(config.model, samples)
-            model.check_method(module, config.init.method)
+            module = _build_module(config, samples)
             stream_keys, _ = rngs.derive_stream_keys(config.init)
             shapes = abstract_variables(
                 module, stream_keys, config.init, config.resolved_input_shape()
             )
-            layout = (
-                plan_layout(shapes, config.sharding, request.platform)
-                if config.mesh_shape()
-                else None
-            )
+            layout = _plan_layout(module, config, request.platform)
     device_text = layout.device_text(distributed.process_count()) if layout else str(device)
     summary = Summary(
         path=f"{request.output} (dry run: nothing written)",

@@ -174,7 +174,7 @@ def leaf_shardings(abstract: Any, mesh: Any, config: ShardingConfig) -> tuple[An
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from icnn_cli.checkpoint import flatten_with_paths
+    from icnn_cli.tree_paths import flatten_with_paths
 
     leaves = {
         path: (tuple(leaf.shape), math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize)
@@ -195,9 +195,10 @@ def host_blocks(array: Any, budget: int = GATHER_BLOCK_BYTES) -> Iterator[Any]:
     slicing it inside ``jit`` makes XLA all-gather the whole array first. So each
     block is put together on the host instead: every process writes the parts
     it owns (the shards with ``replica_id`` 0) into a zeroed buffer, and one
-    integer sum across processes fills it in (``x + 0`` is exact for integers;
-    for floats ``-0.0 + 0.0`` would lose the sign). Every process must ask for
-    the same blocks; host memory stays a few times ``budget`` beyond the shards.
+    all-gather across processes fills it in (the bytes are OR-ed: each is
+    owned by one process and zero on the others, so floats keep even ``-0.0``).
+    Every process must ask for the same blocks; host memory stays a few times
+    ``budget`` beyond the shards.
     """
     import numpy as np
 
@@ -231,15 +232,17 @@ def _copy_rows(shard: Any, rows: int, start: int, stop: int, block: Any) -> None
 
 
 def _sum_across_processes(block: Any) -> Any:
+    """Every process's ``block`` put together: each byte is owned by one process, zero elsewhere."""
     import numpy as np
     from jax.experimental import multihost_utils
 
     raw = block.reshape(-1).view(np.uint8)
-    # A power-of-two length keeps the number of compiled sums small.
+    # A power-of-two length keeps the number of compiled gathers small.
     padded = np.zeros(1 << max(0, (raw.size - 1).bit_length()), dtype=np.uint8)
     padded[: raw.size] = raw
-    summed = multihost_utils.broadcast_one_to_all(padded, is_source=True)
-    return np.asarray(summed[: raw.size]).view(block.dtype).reshape(block.shape)
+    gathered = np.asarray(multihost_utils.process_allgather(padded))  # [processes, bytes]
+    combined = np.bitwise_or.reduce(gathered, axis=0)
+    return combined[: raw.size].view(block.dtype).reshape(block.shape)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,11 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from icnn_cli import checkpoint, loading
+from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
+from icnn_cli.checkpoint.reader import CheckpointReader
+from icnn_cli.checkpoint.writing import check_output_path
 from icnn_cli.config import IcnnConfig, validate_seed
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 from icnn_cli.pipeline import initialize_seed, leaf_records_of, prepare_init, write_seed_checkpoint
-from icnn_cli.summary import LeafRecord
+from icnn_cli.records import LeafRecord
 
 SEED_PLACEHOLDER = "{seed}"
 MAX_SEEDS = 1_000_000  # a typo like 0:4294967295 should fail fast, not fill the disk
@@ -150,17 +152,15 @@ def _check_targets(targets: list[tuple[int, Path]], request: SweepRequest) -> No
     for _, path in targets:
         if request.resume and path.exists():
             continue
-        checkpoint.check_output_path(path, request.force)
+        check_output_path(path, request.force)
 
 
 def _resume_status(path: Path, fingerprint: str) -> Status:
     """``skipped`` when ``path`` holds this very checkpoint intact; ``replaced`` when damaged."""
-    if (path / checkpoint.TREE_METADATA).is_file() and not (
-        path / checkpoint.COMMIT_MARKER
-    ).is_file():
+    if (path / TREE_METADATA).is_file() and not (path / COMMIT_MARKER).is_file():
         return "replaced"  # never committed; the rewrite replaces only checkpoint directories
     try:
-        reader = loading.CheckpointReader.open(path)
+        reader = CheckpointReader.open(path)
         if reader.spec is None:
             raise IcnnError(f"{path}: holds a checkpoint not written by icnn")
         for _ in reader.verified_arrays():
@@ -190,38 +190,9 @@ def _write(
     except IcnnError:
         raise
     except Exception as error:  # disk full, permissions, Orbax failures
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise IcnnError(
-            f"seed {spec.seed}: cannot write {path} ({first}); {len(done)} of {len(targets)} "
-            "checkpoints are written and valid: rerun with --resume to write the rest",
+            f"seed {spec.seed}: cannot write {path} ({first_line(error)}); "
+            f"{len(done)} of {len(targets)} checkpoints are written and valid: rerun with "
+            "--resume to write the rest",
             RUNTIME_ERROR,
         ) from None
-
-
-def render_sweep(result: SweepResult) -> Any:
-    """The sweep as a rich renderable: one row per checkpoint and a total line."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    from icnn_cli.summary import format_bytes
-
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    table.add_column("seed", justify="right")
-    table.add_column("status")
-    table.add_column("fingerprint", no_wrap=True)
-    table.add_column("path", no_wrap=True)
-    for item in result.items:
-        table.add_row(
-            str(item.seed),
-            item.status,
-            item.fingerprint.removeprefix("sha256:")[:16],
-            str(item.path),
-        )
-    data = result.as_json()
-    total = Text(
-        f"{len(result.items)} checkpoints ({data['written']} written, {data['skipped']} skipped), "
-        f"{data['total_params']:,} params ({format_bytes(data['total_bytes'])}) each",
-        style="bold",
-    )
-    return Group(table, Text(""), total)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icnn_cli import metadata_files
-from icnn_cli.loading import CheckpointReader
+from icnn_cli.checkpoint import metadata_files
+from icnn_cli.checkpoint.reader import CheckpointReader
 from tests.test_layouts import ALL_GOLDEN, GOLDEN
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from icnn_cli import checkpoint
+from icnn_cli.checkpoint import layout, writing
+from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.config import load_config
 from icnn_cli.errors import IcnnError
-from icnn_cli.loading import CheckpointReader
 from icnn_cli.pipeline import initialize_seed, prepare_init
 from tests.conftest import tiny_model
 from tests.test_end_to_end import ICNN
@@ -33,7 +33,7 @@ from tests.test_end_to_end import ICNN
 # 5 kernels of 2048 x 2048 plus small layers: 21,059,598 parameters, 80 MiB.
 LARGE_MODEL = {"dim_data": 2, "dim_hidden": [2048] * 6}
 KILLS = int(os.environ.get("ICNN_KILLS", "8"))
-TEMPORARY_TAGS = (checkpoint.STAGING_TAG, checkpoint.ASIDE_TAG, checkpoint.ORBAX_TMP_SUFFIX)
+TEMPORARY_TAGS = (layout.STAGING_TAG, layout.ASIDE_TAG, layout.ORBAX_TMP_SUFFIX)
 
 
 def temporaries(directory: Path) -> list[str]:
@@ -61,7 +61,7 @@ def intact_seed(out: Path, expected: dict[int, str]) -> int:
 def wait_for_staging(process: subprocess.Popen, out: Path) -> float | None:
     """Seconds until the process starts writing beside ``out`` (None if it ended first)."""
     start = time.monotonic()
-    prefix = f".{out.name}{checkpoint.STAGING_TAG}"
+    prefix = f".{out.name}{layout.STAGING_TAG}"
     while process.poll() is None:
         if any(name.startswith(prefix) for name in os.listdir(out.parent)):
             return time.monotonic() - start
@@ -146,7 +146,7 @@ def without_renameat2_flags(monkeypatch):
     def unsupported(source, target, flags):
         raise OSError(errno.EINVAL, "Invalid argument", str(target))
 
-    monkeypatch.setattr(checkpoint, "_renameat2", unsupported)
+    monkeypatch.setattr(writing, "_renameat2", unsupported)
 
 
 def test_force_without_rename_exchange_swaps_by_renaming_aside(
@@ -167,13 +167,13 @@ def test_fresh_out_without_renameat2_still_refuses_to_overwrite_a_racer(
     without_renameat2_flags, tmp_path
 ):
     out = tmp_path / "ckpt"
-    checkpoint.write_checkpoint_atomically(out, {"w": [1.0]}, {}, force=False)
+    writing.write_checkpoint_atomically(out, {"w": [1.0]}, {}, force=False)
     racer_dir = tmp_path / "other"
     shutil.copytree(out, racer_dir)
 
     with pytest.raises(IcnnError) as raised:
         # A racer committed first: plain rename(2) will not replace a non-empty directory.
-        checkpoint._move_in(racer_dir, out)
+        writing._move_in(racer_dir, out)
 
     assert raised.value.exit_code == 1
     assert "another process created it while this one was writing" in raised.value.message
@@ -195,9 +195,9 @@ def test_a_swap_killed_between_its_renames_is_put_back_by_the_next_run(
     # The state SIGKILL leaves between the fallback's two renames: the old checkpoint
     # aside, the new one staged, nothing at --out.
     pid = dead_pid()
-    aside = tmp_path / f".ckpt{checkpoint.ASIDE_TAG}{pid}"
+    aside = tmp_path / f".ckpt{layout.ASIDE_TAG}{pid}"
     out.rename(aside)
-    (tmp_path / "new").rename(tmp_path / f".ckpt{checkpoint.STAGING_TAG}{pid}")
+    (tmp_path / "new").rename(tmp_path / f".ckpt{layout.STAGING_TAG}{pid}")
 
     missing = icnn("inspect", out)
     again = icnn("init", "-c", config, "--out", out, "--seed", 3, "--force")
@@ -213,7 +213,7 @@ def test_without_force_the_put_back_checkpoint_is_kept(icnn, write_config, tmp_p
     config = write_config({"model": tiny_model()})
     out = tmp_path / "ckpt"
     assert icnn("init", "-c", config, "--out", out, "--seed", 1).exit_code == 0
-    out.rename(tmp_path / f".ckpt{checkpoint.ASIDE_TAG}{dead_pid()}")
+    out.rename(tmp_path / f".ckpt{layout.ASIDE_TAG}{dead_pid()}")
 
     result = icnn("init", "-c", config, "--out", out, "--seed", 2)
 

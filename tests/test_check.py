@@ -210,7 +210,7 @@ def test_bad_search_flags_exit_2_naming_the_flag(icnn, tmp_path, flag, value, me
 
 
 def test_search_boxes_add_the_samples_bounding_box():
-    from icnn_cli.convexity import search_boxes
+    from icnn_cli.analysis.convexity import search_boxes
 
     boxes = search_boxes(2, np.array([[0.0, 1.0], [2.0, -1.0], [1.0, 0.0]]))
 

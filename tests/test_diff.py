@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from icnn_cli.diff import value_differences
+from icnn_cli.analysis.compare import value_differences
 from tests.conftest import tiny_model
 
 

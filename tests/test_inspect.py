@@ -201,3 +201,32 @@ def test_inspect_stats_count_and_flag_nan_inf_and_zeros(icnn, tmp_path):
     lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
     assert lines["bad"].rstrip().endswith("nan inf")
     assert lines["zeros"].rstrip().endswith("all_zero")
+
+
+def test_a_cut_module_says_how_many_of_its_leaves_carry_each_flag(icnn, tmp_path):
+    # A trained `params` with zero biases is not "all_zero": only some of its leaves are.
+    tree = {
+        "params": {
+            "dense": {"kernel": np.ones((2, 2), np.float32), "bias": np.zeros(2, np.float32)},
+            "out": {"kernel": np.full((2, 1), 0.5, np.float32), "bias": np.zeros(1, np.float32)},
+        }
+    }
+    path = tmp_path / "trained"
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        checkpointer.save(path, tree)
+
+    text = icnn("inspect", path, "--stats", "--depth", "1").stdout
+    report = json.loads(icnn("inspect", path, "--stats", "--depth", "1", "--json").stdout)
+
+    (params_line,) = [line for line in text.splitlines() if line.startswith("params")]
+    assert params_line.rstrip().endswith("all_zero 2/4")
+    assert report["modules"] == [
+        {
+            "path": "params",
+            "depth": 0,
+            "params": 9,
+            "bytes": 36,
+            "arrays": 4,
+            "flags": {"all_zero": 2},
+        }
+    ]

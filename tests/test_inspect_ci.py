@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from rich.console import Console
 
-from icnn_cli.summary import LeafRecord, Summary, format_bytes, render_markdown, summary_rows
+from icnn_cli.records import LeafRecord, Summary, format_bytes, summary_rows
+from icnn_cli.render.summary import render_markdown, render_table
 from tests.conftest import tiny_model
 
 
@@ -118,3 +121,23 @@ def test_other_commands_name_the_step_checkpoint_to_use(icnn, manager_root):
     assert result.exit_code == 2
     assert "it holds step directories 0, 5, 10 of a CheckpointManager root" in result.stderr
     assert f"e.g. {manager_root / '10' / 'default'}" in result.stderr
+
+
+def test_markdown_has_the_same_columns_and_marks_as_the_text_table():
+    leaves = [
+        LeafRecord(("params", f"w_{index}", "kernel"), (2, 2), "float32", 16, sharding="P('x')")
+        for index in range(2)
+    ]
+    summary = Summary(path="x", leaves=leaves)
+
+    markdown = render_markdown(summary).replace("\u00a0", " ")
+    buffer = io.StringIO()
+    Console(file=buffer, width=100, no_color=True, force_terminal=False).print(
+        render_table(summary)
+    )
+    text = buffer.getvalue()
+
+    assert "| tree | shape | dtype | params | bytes | sharding |" in markdown
+    assert "└── **w_{0,1}**  x2 |" in markdown and "w_{0,1}  x2" in text
+    assert "| P('x') |" in markdown and "P('x')" in text
+    assert "×" not in markdown

@@ -15,7 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from icnn_cli import checkpoint, metadata_files
+from icnn_cli.checkpoint import metadata, metadata_files
+from icnn_cli.tree_paths import flatten_with_paths
 from tests.data import make_golden
 
 GOLDEN = make_golden.GOLDEN
@@ -45,7 +46,7 @@ def expected_leaf(path: str, leaf) -> dict:
 
 
 def tree_leaves(tree) -> dict[str, object]:
-    return {"/".join(parts): leaf for parts, leaf in checkpoint.flatten_with_paths(tree)}
+    return {"/".join(parts): leaf for parts, leaf in flatten_with_paths(tree)}
 
 
 def numpy_stats(values: np.ndarray) -> dict:
@@ -101,7 +102,7 @@ def test_metadata_files_read_directly_match_orbax_metadata(name):
 
     direct = metadata_files.leaf_records(path)
 
-    assert direct == checkpoint.leaf_records(checkpoint.read_step_metadata(path))
+    assert direct == metadata.leaf_records(metadata.read_step_metadata(path))
 
 
 def test_unfamiliar_metadata_files_fall_back_to_orbax(icnn, tmp_path):
@@ -237,8 +238,8 @@ def test_installed_versions_that_differ_from_the_writer_are_warned_about(icnn, t
 
 
 def test_header_names_the_gaussian_map_samples_by_sha256():
-    from icnn_cli.provenance import header_lines
-    from icnn_cli.spec import SampleSpec, parse_spec
+    from icnn_cli.checkpoint.provenance import header_lines
+    from icnn_cli.checkpoint.spec import SampleSpec, parse_spec
 
     recorded = json.loads((GOLDEN / make_golden.ICNN / "_CHECKPOINT_METADATA").read_text())
     spec = parse_spec(recorded["custom_metadata"], "golden").model_copy(

@@ -63,3 +63,25 @@ def test_load_refuses_a_checkpoint_whose_arrays_changed(icnn, write_config, tmp_
         assert error.exit_code == 1
     else:
         raise AssertionError("load accepted arrays that differ from the fingerprint")
+
+
+def test_load_checks_the_architecture_against_the_embedded_spec(icnn, write_config, tmp_path):
+    # The spec is not covered by the fingerprint: a spec edited to another
+    # architecture must not give a module that silently mismatches the arrays.
+    import json
+
+    from icnn_cli.errors import IcnnError
+
+    out = tmp_path / "ckpt"
+    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+    metadata_file = out / "_CHECKPOINT_METADATA"
+    document = json.loads(metadata_file.read_text())
+    document["custom_metadata"]["icnn"]["config"]["model"]["dim_hidden"] = [8, 4]
+    metadata_file.write_text(json.dumps(document))
+
+    try:
+        icnn_cli.load(out)
+    except IcnnError as error:
+        assert "does not match its embedded spec" in error.message
+    else:
+        raise AssertionError("load accepted a spec whose architecture differs from the arrays")

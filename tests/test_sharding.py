@@ -178,7 +178,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
-from icnn_cli.checkpoint import fingerprint
+from icnn_cli.fingerprint import fingerprint
 from icnn_cli.cli import app
 from icnn_cli.sharding import host_blocks
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from icnn_cli.checkpoint import leaf_statistics
-from icnn_cli.summary import (
+from icnn_cli.records import (
     LeafFilter,
     LeafRecord,
     LeafStats,
@@ -18,9 +17,10 @@ from icnn_cli.summary import (
     combine_stats,
     filter_leaves,
     format_bytes,
-    render_table,
+    leaf_statistics,
     summary_rows,
 )
+from icnn_cli.render.summary import render_table
 
 LEAVES = [
     LeafRecord(("params", "w_zs_0", "kernel"), (4, 4), "float32", 64),
@@ -285,7 +285,7 @@ def test_golden_depth_and_filter():
     )
 
 
-def test_golden_stats_show_flags_and_collapsed_rows_pool_them():
+def test_golden_stats_show_flags_and_collapsed_rows_count_them():
     def with_stats(leaf: LeafRecord, values: list[float]) -> LeafRecord:
         stats = leaf_statistics(np.array(values, np.float32))
         return LeafRecord(leaf.path, leaf.shape, leaf.dtype, leaf.nbytes, stats)
@@ -302,7 +302,8 @@ def test_golden_stats_show_flags_and_collapsed_rows_pool_them():
         "tree             shape  dtype    params  bytes  mean    std  min  max  neg  flags   \n"
         "params                                6   24 B                                      \n"
         "├── w_{0,1}  x2                       4   16 B                                      \n"
-        "│   └── kernel   (2,)   float32       4   16 B     1  1.633   -1    3  25%  nan     \n"
+        # one of the two kernels has a NaN: the collapsed row says how many
+        "│   └── kernel   (2,)   float32       4   16 B     1  1.633   -1    3  25%  nan 1/2 \n"
         "└── w_2                               2    8 B                                      \n"
         "    └── bias     (2,)   float32       2    8 B     0      0    0    0   0%  all_zero\n"
         "\n"

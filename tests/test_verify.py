@@ -9,7 +9,7 @@ from pathlib import Path
 import orbax.checkpoint as ocp
 import pytest
 
-from icnn_cli.checkpoint import fingerprint
+from icnn_cli.fingerprint import fingerprint
 from tests.conftest import CONFIGS, tiny_model
 
 CONFIG_VARIANTS = {
@@ -224,3 +224,20 @@ def test_rerun_says_when_it_is_not_on_the_recorded_platform(icnn, original):
     assert reproducibility["status"] == "bit-identical"
     assert "on cpu:0, not the recorded tpu" in reproducibility["detail"]
     assert result.exit_code == 0
+
+
+def test_equal_infinities_are_no_difference_for_verify_as_for_diff():
+    import numpy as np
+
+    from icnn_cli.analysis.compare import value_differences
+    from icnn_cli.analysis.verify import LeafDifference, _compare_leaf
+
+    stored = np.array([np.inf, -np.inf, 1.0], np.float32)
+    rerun = np.array([np.inf, -np.inf, 1.0 + 1e-6], np.float32)
+
+    within = _compare_leaf("w", stored, rerun, atol=1e-4)
+    flipped = _compare_leaf("w", stored, -rerun, atol=1e-4)
+
+    assert within == value_differences(stored, rerun)[0] == pytest.approx(1e-6, rel=0.2)
+    assert isinstance(flipped, LeafDifference) and flipped.max_abs_diff == np.inf
+    assert "has another value" in flipped.describe()

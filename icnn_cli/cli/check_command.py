@@ -11,7 +11,8 @@ from icnn_cli.cli.errors import reported_errors
 from icnn_cli.cli.options import ArchitectureOpt, JsonOpt
 from icnn_cli.cli.output import Output
 
-DEFAULT_SAMPLES = 2048  # mirrors icnn_cli.convexity.DEFAULT_SAMPLES; importing it would load JAX
+# mirrors icnn_cli.analysis.convexity.DEFAULT_SAMPLES; importing it would load JAX
+DEFAULT_SAMPLES = 2048
 
 
 def check(
@@ -26,10 +27,11 @@ def check(
     """Certify that f is convex in x, else search for a counterexample; exit 0 only if certified."""
     output = Output(json_output)
     with reported_errors():
+        from icnn_cli.analysis.convexity import CERTIFIED, check_model
+        from icnn_cli.analysis.loading import load_model
         from icnn_cli.config import validate_seed
-        from icnn_cli.convexity import CERTIFIED, check_model, render_report
         from icnn_cli.errors import IcnnError
-        from icnn_cli.loading import load_model
+        from icnn_cli.render.reports import render_convexity
 
         if samples < 1:
             raise IcnnError(f"--samples: must be at least 1, got {samples}")
@@ -40,6 +42,6 @@ def check(
         loaded = load_model(path, config)
         with output.status("Checking convexity (certificate, then counterexample search)…"):
             report = check_model(loaded, samples=samples, seed=seed)
-        output.result(report.as_json(), lambda: render_report(report))
+        output.result(report.as_json(), lambda: render_convexity(report))
     if report.verdict != CERTIFIED:
         raise typer.Exit(1)

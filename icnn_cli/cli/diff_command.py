@@ -26,7 +26,8 @@ def diff(
     """Compare two Orbax checkpoints leaf by leaf; exit 0 when identical, 1 when not."""
     output = Output(json_output)
     with reported_errors():
-        from icnn_cli.diff import diff_checkpoints, render_diff
+        from icnn_cli.analysis.diff import diff_checkpoints
+        from icnn_cli.render.reports import render_diff
 
         report = diff_checkpoints(a, b, atol)
         output.result(report.as_json(), lambda: render_diff(report))

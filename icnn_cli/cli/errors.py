@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import typer
 
 from icnn_cli.cli.output import Output
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 
 INTERRUPTED = 130
 
@@ -43,9 +43,8 @@ def reported_errors() -> Iterator[None]:
     except Exception as error:
         if debug_enabled():
             raise
-        first = (str(error).strip().splitlines() or [""])[0][:300]
         Output.error(
-            f"unexpected failure: {type(error).__name__}: {first} (run 'icnn --debug ...' "
-            "for the traceback)"
+            f"unexpected failure: {type(error).__name__}: {first_line(error, limit=300)} "
+            "(run 'icnn --debug ...' for the traceback)"
         )
         raise typer.Exit(RUNTIME_ERROR) from None

@@ -26,7 +26,10 @@ def init(
     config: Annotated[
         Path,
         typer.Option(
-            "--config", "-c", help="YAML config: model fields of OTT's ICNN, init options."
+            "--config",
+            "-c",
+            help="YAML config: model fields of OTT's ICNN, init options. '-' reads it from "
+            "standard input; relative sample-file paths then start at the current directory.",
         ),
     ],
     seed: Annotated[
@@ -104,7 +107,7 @@ def init(
     """Initialise an ICNN from a YAML config and write it as an Orbax checkpoint."""
     output = Output(json_output)
     with reported_errors():
-        from icnn_cli.config import load_config, validate_seed
+        from icnn_cli.config import config_directory, load_config, validate_seed
         from icnn_cli.errors import IcnnError
 
         _check_flag_combinations(seed, seeds, resume, dry_run)
@@ -115,6 +118,7 @@ def init(
         if seeds is not None and (mesh is not None or group.requested):
             raise IcnnError("--seeds: runs on one device; drop --mesh and the multi-process flags")
         loaded = load_config(config)
+        config_dir = config_directory(config)
         if seed is not None:
             try:
                 loaded = loaded.with_seed(validate_seed(seed))
@@ -129,17 +133,15 @@ def init(
 
             configure_compile_cache(enabled=not no_compile_cache)
         if seeds is not None:
-            _sweep(
-                output, loaded, config.parent, seeds, request_output, force, resume, platform_name
-            )
+            _sweep(output, loaded, config_dir, seeds, request_output, force, resume, platform_name)
             return
 
         from icnn_cli.pipeline import InitRequest, run_init
-        from icnn_cli.summary import render_table
+        from icnn_cli.render.summary import render_table
 
         request = InitRequest(
             config=loaded,
-            config_dir=config.parent,
+            config_dir=config_dir,
             output=request_output,
             force=force,
             platform=platform_name,
@@ -191,7 +193,8 @@ def _sweep(
     resume: bool,
     platform: str | None,
 ) -> None:
-    from icnn_cli.sweep import SweepRequest, parse_seeds, render_sweep, run_sweep
+    from icnn_cli.render.reports import render_sweep
+    from icnn_cli.sweep import SweepRequest, parse_seeds, run_sweep
 
     request = SweepRequest(
         config=config,

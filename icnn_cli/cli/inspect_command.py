@@ -99,9 +99,9 @@ def inspect(
         from rich.console import Group
         from rich.text import Text
 
+        from icnn_cli.analysis.inspection import inspect_checkpoint
         from icnn_cli.errors import IcnnError
-        from icnn_cli.inspection import inspect_checkpoint
-        from icnn_cli.summary import render_markdown, render_table
+        from icnn_cli.render.summary import render_markdown, render_table
 
         if json_output and output_format not in (OutputFormat.text, OutputFormat.json):
             raise IcnnError(f"--json: conflicts with --format {output_format.value}")
@@ -123,14 +123,10 @@ def inspect(
                 lambda: render_markdown(summary, expand=expand, max_depth=depth),
             )
             return
-        from icnn_cli.checkpoint import resolve_manager_step
-        from icnn_cli.health import (
-            DEFAULT_PROBE,
-            probe_health,
-            render_health,
-            render_health_markdown,
-        )
-        from icnn_cli.loading import load_model
+        from icnn_cli.analysis.health import DEFAULT_PROBE, probe_health
+        from icnn_cli.analysis.loading import load_model
+        from icnn_cli.checkpoint.layout import resolve_manager_step
+        from icnn_cli.render.reports import render_health, render_health_markdown
 
         manager_step = resolve_manager_step(path, step)
         checkpoint_path = manager_step.item if manager_step is not None else path

@@ -28,8 +28,8 @@ def plot(
     """Draw the potential (2-D data: contour + grad f arrows) and a histogram per parameter leaf."""
     output = Output(json_output)
     with reported_errors():
-        from icnn_cli.loading import load_model
-        from icnn_cli.plot import check_output_file, plot_checkpoint
+        from icnn_cli.analysis.loading import load_model
+        from icnn_cli.analysis.plot import check_output_file, plot_checkpoint
 
         check_output_file(out)
         loaded = load_model(path, config)

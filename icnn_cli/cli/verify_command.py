@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -33,33 +33,18 @@ def verify(
     """
     output = Output(json_output)
     with reported_errors():
-        from icnn_cli.verify import verify_checkpoints
+        from icnn_cli.analysis.verify import verify_checkpoints
 
         reports = verify_checkpoints(paths, atol)
+        from icnn_cli.render.reports import render_verify
+
         data = {
             "ok": all(report.ok for report in reports),
             "checkpoints": [report.as_json() for report in reports],
         }
-        output.result(data, lambda: render_reports(data))
+        output.result(data, lambda: render_verify(reports))
     for report in reports:
         if not report.ok:
             Output.error(report.problem())
     if not data["ok"]:
         raise typer.Exit(RUNTIME_ERROR)
-
-
-def render_reports(data: dict[str, Any]) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    parts: list[Any] = []
-    for report in data["checkpoints"]:
-        verdict = "verified" if report["ok"] else "NOT VERIFIED"
-        parts.append(Text(f"{report['path']}: {verdict}"))
-        checks = Table.grid(padding=(0, 2))
-        for check in ("integrity", "reproducibility"):
-            result = report[check]
-            checks.add_row(f"  {check}", result["status"], result["detail"])
-        parts.append(checks)
-    return Group(*parts)

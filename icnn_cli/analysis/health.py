@@ -18,7 +18,7 @@ import dataclasses
 from typing import Any
 
 from icnn_cli import model as icnn_model
-from icnn_cli.loading import LoadedModel
+from icnn_cli.analysis.loading import LoadedModel
 
 DEFAULT_PROBE = 256
 PROBE_SEED = 0  # the standard-normal probe is the same on every run
@@ -156,64 +156,3 @@ def probe_health(loaded: LoadedModel, points: int = DEFAULT_PROBE) -> HealthRepo
         transport=transport,
         note=note,
     )
-
-
-def render_health(report: HealthReport) -> Any:
-    """The report as a rich renderable: a per-layer table, then potential and map lines."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for column in ("layer", "computes", "units", "dead", "mean", "std"):
-        table.add_column(column, justify="left" if column in ("layer", "computes") else "right")
-    for layer in report.layers:
-        table.add_row(
-            layer.name,
-            layer.formula,
-            str(layer.units),
-            f"{layer.dead_units} ({layer.dead_fraction:.0%})",
-            f"{layer.mean:.4g}",
-            f"{layer.std:.4g}",
-        )
-    lines = [
-        Text(f"health on {report.probe}", style="bold"),
-        table,
-        Text(f"potential f  mean {report.potential_mean:.4g}, std {report.potential_std:.4g}"),
-    ]
-    if report.transport is not None:
-        transport = report.transport
-        reference = "x" if transport.reference == "identity" else "the Bures map"
-        lines.append(
-            Text(
-                f"map grad f   RMS distance from {reference} {transport.rms_distance:.4g} "
-                f"({transport.relative_distance:.1%} of its size)"
-            )
-        )
-    else:
-        lines.append(Text(f"map grad f   not compared: {report.note}"))
-    return Group(*lines)
-
-
-def render_health_markdown(report: HealthReport) -> str:
-    """The report as GitHub-flavoured Markdown (``icnn inspect --health --format md``)."""
-    lines = [
-        f"**health on {report.probe}**",
-        "",
-        "| layer | computes | units | dead | mean | std |",
-        "|---|---|--:|--:|--:|--:|",
-    ]
-    for layer in report.layers:
-        lines.append(
-            f"| {layer.name} | `{layer.formula}` | {layer.units} | "
-            f"{layer.dead_units} ({layer.dead_fraction:.0%}) | {layer.mean:.4g} | {layer.std:.4g} |"
-        )
-    lines += ["", f"potential f: mean {report.potential_mean:.4g}, std {report.potential_std:.4g}"]
-    if report.transport is not None:
-        lines.append(
-            f"map grad f: RMS distance from {report.transport.reference} "
-            f"{report.transport.rms_distance:.4g} ({report.transport.relative_distance:.1%})"
-        )
-    else:
-        lines.append(f"map grad f: not compared: {report.note}")
-    return "\n".join(lines) + "\n"

@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from icnn_cli.checkpoint.layout import TREE_METADATA
+from icnn_cli.errors import first_line
+from icnn_cli.records import LeafRecord
 from icnn_cli.sharding import describe_spec
-from icnn_cli.summary import LeafRecord
 
-TREE_METADATA = "_METADATA"
 ARRAY_METADATAS = "array_metadatas"
 ARRAY_VALUE_TYPES = frozenset({"np.ndarray", "jax.Array", "scalar"})
 EMPTY_VALUE_TYPES = frozenset({"None", "Dict", "List", "Tuple"})  # dropped by tree flattening
@@ -85,7 +86,7 @@ def _zarr_headers(path: Path, names: Sequence[str], use_ocdbt: bool, use_zarr3: 
         reads = [store.read(f"{name}/{header_file}") for name in names]
         return [json.loads(read.result().value) for read in reads]
     except (ValueError, RuntimeError) as error:  # tensorstore reports missing data as ValueError
-        raise UnexpectedLayout(str(error).splitlines()[0] if str(error) else "ocdbt") from None
+        raise UnexpectedLayout(first_line(error)) from None
 
 
 def _dtype(name: str) -> Any:
@@ -131,13 +132,8 @@ def leaf_records(path: Path) -> list[LeafRecord]:
     records = []
     for (parts, _), header, name in zip(entries, headers, names, strict=True):
         shape, dtype = _shape_and_dtype(header, use_zarr3)
-        size = 1
-        for dim in shape:
-            size *= dim
         sharding = describe_spec(specs[name]) if name in specs else None
-        records.append(
-            LeafRecord(parts, shape, str(dtype), size * dtype.itemsize, sharding=sharding)
-        )
+        records.append(LeafRecord.of_array(parts, shape, dtype, sharding=sharding))
     return records
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli import model as icnn_model
+from icnn_cli.analysis.health import probe_points, transport_map
+from icnn_cli.analysis.loading import LoadedModel
 from icnn_cli.errors import IcnnError
-from icnn_cli.health import probe_points, transport_map
-from icnn_cli.loading import LoadedModel
 
 DPI = 80
 GRID_POINTS = 80  # contour resolution per axis

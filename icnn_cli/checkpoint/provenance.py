@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 
-from icnn_cli.spec import CheckpointSpec
+from icnn_cli.checkpoint.spec import CheckpointSpec
 
 SHORT_HASH = 16  # hex digits shown in the header; the JSON has them all
 

@@ -1,7 +1,7 @@
 """``icnn diff A B``: structure and values of two Orbax checkpoints, leaf by leaf.
 
 Both checkpoints are streamed in path order through
-:class:`loading.CheckpointReader`, a few leaves at a time, so memory stays near
+:class:`~icnn_cli.checkpoint.reader.CheckpointReader`, a few leaves at a time, so memory stays near
 the largest leaf pair; icnn checkpoints have their fingerprints checked on the
 way (a damaged one is an error, not a difference).
 """
@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from icnn_cli import checkpoint
+from icnn_cli.analysis.compare import value_differences
+from icnn_cli.checkpoint.metadata import quiet_absl
+from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.errors import IcnnError
-from icnn_cli.loading import CheckpointReader
-from icnn_cli.summary import LeafRecord
+from icnn_cli.records import LeafRecord
 
 Status = Literal["same", "changed", "only_a", "only_b", "shape", "dtype"]
 
@@ -63,7 +64,7 @@ def diff_checkpoints(a: Path, b: Path, atol: float = 0.0) -> DiffReport:
     reader_a = CheckpointReader.open(a)
     reader_b = CheckpointReader.open(b)
     leaves: list[LeafDiff] = []
-    with checkpoint.quiet_absl():
+    with quiet_absl():
         for path, leaf_a, leaf_b in _merged(reader_a, reader_b):
             leaves.append(_leaf_diff(path, leaf_a, leaf_b, atol))
     return DiffReport(a, b, atol, leaves)
@@ -108,71 +109,6 @@ def _leaf_diff(path: str, side_a: Side, side_b: Side, atol: float) -> LeafDiff:
     return LeafDiff(path, status, max_abs, max_rel)
 
 
-def value_differences(a: Any, b: Any) -> tuple[float, float]:
-    """Max ``|a - b|`` and max ``|a - b| / max(|a|, |b|)`` (0 where both are 0), in float64.
-
-    NaN in the same place on both sides counts as equal; NaN against a number,
-    or infinities that differ, count as an infinite difference.
-    """
-    import numpy as np
-
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    if x.size == 0:
-        return 0.0, 0.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        absolute = np.abs(x - y)
-        both_nan = np.isnan(x) & np.isnan(y)
-        equal = (x == y) | both_nan
-        absolute = np.where(equal, 0.0, np.where(np.isnan(absolute), np.inf, absolute))
-        scale = np.maximum(np.abs(x), np.abs(y))
-        relative = np.where(absolute == 0, 0.0, absolute / np.where(np.isnan(scale), np.inf, scale))
-    relative = np.where(np.isnan(relative), np.inf, relative)
-    return float(absolute.max()), float(relative.max())
-
-
-def render_diff(report: DiffReport) -> Any:
-    """The leaves that differ as a rich table, and a one-line verdict."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    header = Table.grid(padding=(0, 2))
-    header.add_column(style="bold")
-    header.add_column()
-    header.add_row("a", str(report.a))
-    header.add_row("b", str(report.b))
-    header.add_row("atol", f"{report.atol:g}")
-    differing = [leaf for leaf in report.leaves if leaf.status != "same"]
-    parts: list[Any] = [header, Text("")]
-    if differing:
-        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        table.add_column("leaf", no_wrap=True)
-        table.add_column("status")
-        table.add_column("max abs diff", justify="right")
-        table.add_column("max rel diff", justify="right")
-        for leaf in differing:
-            table.add_row(
-                leaf.path,
-                f"{leaf.status} {leaf.detail}".strip(),
-                _number(leaf.max_abs_diff),
-                _number(leaf.max_rel_diff),
-            )
-        parts += [table, Text("")]
-    verdict = (
-        f"identical: {len(report.leaves)} leaves"
-        + (f" (within atol {report.atol:g})" if report.atol else "")
-        if report.identical
-        else f"different: {len(differing)} of {len(report.leaves)} leaves differ"
-    )
-    parts.append(Text(verdict, style="bold"))
-    return Group(*parts)
-
-
 def _finite_or_none(value: float | None) -> float | None:
     # JSON has no infinity: an unbounded difference (NaN against a number) is null.
     return value if value is not None and math.isfinite(value) else None
-
-
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"

@@ -24,10 +24,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from icnn_cli import checkpoint
+from icnn_cli.analysis.compare import bit_identical, value_differences
+from icnn_cli.analysis.loading import missing_sample_file, recorded_samples, spec_config
+from icnn_cli.checkpoint.layout import ensure_committed_checkpoint
+from icnn_cli.checkpoint.reader import CheckpointReader
+from icnn_cli.checkpoint.spec import CheckpointSpec
 from icnn_cli.errors import IcnnError
-from icnn_cli.loading import CheckpointReader, ordered_sample_records, spec_config, unchanged_sample
-from icnn_cli.spec import CheckpointSpec
+from icnn_cli.fingerprint import short_fingerprint
+from icnn_cli.tree_paths import flatten_with_paths
 
 INTACT = "ok"
 DAMAGED = "damaged"
@@ -60,7 +64,7 @@ class LeafDifference:
         if self.max_abs_diff is None:
             return f"{self.path} ({self.reason})"
         if not math.isfinite(self.max_abs_diff):
-            return f"{self.path} (NaN or inf where the re-run is finite)"
+            return f"{self.path} (NaN or inf where the re-run has another value)"
         return f"{self.path} (max |diff| {self.max_abs_diff:.3g})"
 
 
@@ -116,7 +120,7 @@ class VerifyReport:
 def verify_checkpoints(paths: list[Path], atol: float | None = None) -> list[VerifyReport]:
     """Verify each checkpoint; anything that is not a committed checkpoint exits 2 first."""
     for path in paths:
-        checkpoint.ensure_committed_checkpoint(path)
+        ensure_committed_checkpoint(path)
     return [verify_checkpoint(path, atol) for path in paths]
 
 
@@ -174,11 +178,13 @@ def _integrity(reader: CheckpointReader) -> CheckResult:
             "not written by icnn: no fingerprint to compare with (every array was readable)",
         )
     if computed == reader.recorded_fingerprint:
-        return CheckResult(INTACT, f"sha256 {computed[7:23]} matches the recorded fingerprint")
+        return CheckResult(
+            INTACT, f"sha256 {short_fingerprint(computed)} matches the recorded fingerprint"
+        )
     return CheckResult(
         DAMAGED,
         f"array data does not match the recorded fingerprint (recorded "
-        f"{reader.recorded_fingerprint[7:23]}, found {computed[7:23]})",
+        f"{short_fingerprint(reader.recorded_fingerprint)}, found {short_fingerprint(computed)})",
     )
 
 
@@ -223,18 +229,15 @@ def _rerun(spec: CheckpointSpec, path: Path) -> tuple[dict[tuple[str, ...], Any]
     config = spec_config(spec, path).model_copy(update={"sharding": None})
     samples = None
     if spec.gaussian_map_samples:
-        arrays = []
-        for record in ordered_sample_records(spec):
-            array = unchanged_sample(record, config.model.dim_data)
-            if array is None:
-                return None, f"Gaussian-map sample file {record.path} is missing or has changed"
-            arrays.append(array)
-        samples = (arrays[0], arrays[1])
+        samples = recorded_samples(spec, config.model.dim_data)
+        if samples is None:
+            missing = missing_sample_file(spec, config.model.dim_data)
+            return None, f"Gaussian-map sample file {missing} is missing or has changed"
     device, where = _rerun_device(spec)
     prepared = prepare_init_with_samples(config, samples, [], device)
     with jax.threefry_partitionable(spec.threefry_partitionable):
         variables, _ = initialize_seed(prepared, spec.seed)
-    return dict(checkpoint.flatten_with_paths(variables)), where
+    return dict(flatten_with_paths(variables)), where
 
 
 def _rerun_device(spec: CheckpointSpec) -> tuple[Any, str]:
@@ -310,12 +313,9 @@ def _compare_leaf(
             f"stored {stored.dtype}{list(stored.shape)}, re-run gives "
             f"{expected.dtype}{list(expected.shape)}",
         )
-    if np.ascontiguousarray(stored).tobytes() == np.ascontiguousarray(expected).tobytes():
+    if bit_identical(stored, expected):
         return None
-    stored64, expected64 = stored.astype(np.float64), expected.astype(np.float64)
-    both_nan = np.isnan(stored64) & np.isnan(expected64)
-    gap = np.where(both_nan, 0.0, np.abs(stored64 - expected64))
-    largest = float(np.where(np.isnan(gap), np.inf, gap).max())
+    largest, _ = value_differences(stored, expected)
     if atol is not None and largest <= atol:
         return largest
     return LeafDifference(path, "values differ", largest)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from icnn_cli import model as icnn_model
-from icnn_cli.loading import LoadedModel
+from icnn_cli.analysis.loading import LoadedModel
 
 CERTIFIED = "certified"
 VIOLATED = "violated"
@@ -421,42 +421,3 @@ def check_model(
         f"{curvature}, but convexity is not proven either."
     )
     return ConvexityReport(UNCERTIFIED, fails, checks, None, min_eigenvalue)
-
-
-def render_report(report: ConvexityReport) -> Any:
-    """The verdict, why, the offending leaves and the counterexample, as a rich renderable."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    style = {"certified": "bold green", "violated": "bold red"}.get(report.verdict, "bold yellow")
-    parts: list[Any] = [Text(report.verdict, style=style), Text(" ".join(report.reasons))]
-    if report.offending_leaves:
-        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for column in ("offending leaf", "used as", "negative", "min"):
-            table.add_column(column, justify="right" if column in ("negative", "min") else "left")
-        for leaf in report.offending_leaves:
-            table.add_row(
-                leaf.path, leaf.effective, f"{leaf.negative_fraction:.1%}", f"{leaf.min:.4g}"
-            )
-        parts += [Text(""), table]
-    example = report.counterexample
-    if example is not None:
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column()
-        for label, value in (
-            ("x", _vector(example.x)),
-            ("y", _vector(example.y)),
-            ("t", f"{example.t:.6g}"),
-            ("gap", f"{example.gap:.6g}"),
-        ):
-            grid.add_row(label, value)
-        parts += [Text(""), Text("counterexample", style="bold"), grid]
-    return Group(*parts)
-
-
-def _vector(values: list[float], shown: int = 8) -> str:
-    text = ", ".join(f"{value:.6g}" for value in values[:shown])
-    more = f", … ({len(values)} values)" if len(values) > shown else ""
-    return f"[{text}{more}]"

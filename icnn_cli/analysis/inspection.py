@@ -6,12 +6,12 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from icnn_cli import checkpoint
+from icnn_cli.checkpoint.layout import ManagerStep, resolve_manager_step, steps_text
+from icnn_cli.checkpoint.provenance import header_lines, version_warnings
+from icnn_cli.checkpoint.reader import CheckpointReader
+from icnn_cli.checkpoint.spec import installed_versions
 from icnn_cli.errors import IcnnError
-from icnn_cli.loading import CheckpointReader
-from icnn_cli.provenance import header_lines, version_warnings
-from icnn_cli.spec import installed_versions
-from icnn_cli.summary import LeafFilter, LeafRecord, Summary, filter_leaves
+from icnn_cli.records import LeafFilter, LeafRecord, Summary, filter_leaves, leaf_statistics
 
 
 def inspect_checkpoint(
@@ -31,7 +31,7 @@ def inspect_checkpoint(
         these ``fnmatch`` globs.
       step: with a ``CheckpointManager`` root, the step to summarise.
     """
-    manager_step = checkpoint.resolve_manager_step(path, step)
+    manager_step = resolve_manager_step(path, step)
     if manager_step is not None:
         path = manager_step.item
     reader = CheckpointReader.open(path)
@@ -49,8 +49,7 @@ def inspect_checkpoint(
             arrays = reader.arrays_of(leaves)
         # A typed key's stored data is random bits: no statistics to show.
         stats = {
-            leaf.path: None if leaf.key_impl else checkpoint.leaf_statistics(array)
-            for leaf, array in arrays
+            leaf.path: None if leaf.key_impl else leaf_statistics(array) for leaf, array in arrays
         }
         leaves = [dataclasses.replace(leaf, stats=stats[leaf.path]) for leaf in leaves]
     spec = reader.spec
@@ -70,14 +69,14 @@ def inspect_checkpoint(
     )
 
 
-def _step_header(manager_step: checkpoint.ManagerStep | None) -> list[tuple[str, str]]:
+def _step_header(manager_step: ManagerStep | None) -> list[tuple[str, str]]:
     if manager_step is None:
         return []
     steps = [(number, str(number)) for number in manager_step.steps]
     latest = " (latest)" if manager_step.step == manager_step.steps[-1] else ""
     return [
         ("manager root", str(manager_step.root)),
-        ("step", f"{manager_step.step}{latest} of steps {checkpoint.steps_text(steps)}"),
+        ("step", f"{manager_step.step}{latest} of steps {steps_text(steps)}"),
     ]
 
 

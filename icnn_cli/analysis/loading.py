@@ -1,0 +1,192 @@
+"""An OTT ICNN and its variables from a checkpoint: for ``load``, ``check``, ``plot``, health.
+
+Every path goes through :func:`load_model`: the module is rebuilt from the
+embedded spec (or ``--config``), the variables are restored with their
+fingerprint checked, and their names and shapes are checked against what the
+module expects, so a wrong architecture is refused before any number is shown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+from icnn_cli import model
+from icnn_cli.checkpoint.arrays import restore_variables
+from icnn_cli.checkpoint.metadata import quiet_absl
+from icnn_cli.checkpoint.reader import CheckpointReader, fingerprint_mismatch
+from icnn_cli.checkpoint.spec import CheckpointSpec, SampleSpec
+from icnn_cli.config import IcnnConfig, ModelConfig
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.fingerprint import fingerprint
+from icnn_cli.tree_paths import flatten_with_paths
+
+NPY_HEADER_BYTES = 1 << 16  # numpy caps .npy headers far below this
+MAX_SAMPLE_ITEMSIZE = 16  # bytes per value of the widest float dtype
+
+
+def read_spec(path: Path) -> CheckpointSpec:
+    """The embedded spec of an icnn checkpoint; exit 2 for a checkpoint without one."""
+    spec = CheckpointReader.open(path).spec
+    if spec is None:
+        raise IcnnError(f"{path}: no embedded icnn spec (not written by icnn init)")
+    return spec
+
+
+def spec_config(spec: CheckpointSpec, path: Path) -> IcnnConfig:
+    from pydantic import ValidationError
+
+    try:
+        return IcnnConfig.model_validate(spec.config)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        field = ".".join(map(str, first["loc"]))
+        raise IcnnError(
+            f"{path}: embedded config is invalid: {field}: {first['msg']}",
+            RUNTIME_ERROR,
+        ) from None
+
+
+def recorded_samples(spec: CheckpointSpec, dim_data: int) -> tuple[Any, Any] | None:
+    """The recorded Gaussian-map ``(source, target)`` samples, if both files are unchanged.
+
+    ``None`` when the spec records none, or when a file is gone or has changed:
+    the caller decides what that means (``verify`` cannot re-run the init; a
+    loader can still build the module's structure from stand-ins).
+    """
+    by_role = {
+        record.role: unchanged_sample(record, dim_data) for record in spec.gaussian_map_samples
+    }
+    if by_role.get("source") is None or by_role.get("target") is None:
+        return None
+    return by_role["source"], by_role["target"]
+
+
+def missing_sample_file(spec: CheckpointSpec, dim_data: int) -> str | None:
+    """The first recorded sample file that is gone or changed (source first), if any."""
+    for record in sorted(spec.gaussian_map_samples, key=lambda record: record.role != "source"):
+        if unchanged_sample(record, dim_data) is None:
+            return record.path
+    return None
+
+
+def unchanged_sample(record: SampleSpec, dim_data: int) -> Any | None:
+    """The recorded sample array if its file is still there with the same sha256, else None.
+
+    The recorded path came from untrusted metadata, so it is loaded with the
+    same checks as a config's sample file (regular file, no pickles, 2-D floats),
+    and a file far larger than the recorded shape is not even read.
+    """
+    path = Path(record.path)
+    largest = NPY_HEADER_BYTES + math.prod(record.shape) * MAX_SAMPLE_ITEMSIZE
+    if not path.is_file() or path.stat().st_size > largest:
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != record.sha256:
+        return None
+    array, _ = model.load_sample_file(path, record.role, dim_data)
+    return array
+
+
+def _structure_samples(dim_data: int) -> tuple[Any, Any]:
+    """Random points of the right shape: ``apply`` needs only the module's structure."""
+    import numpy as np
+
+    stand_in = np.random.default_rng(0).standard_normal((dim_data + 1, dim_data))
+    return stand_in, stand_in
+
+
+def verify_fingerprint(path: Path, spec: CheckpointSpec, variables: Any) -> None:
+    actual = fingerprint(variables)
+    if actual != spec.fingerprint:
+        raise fingerprint_mismatch(path, spec.fingerprint, actual)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """An OTT ICNN checkpoint ready for analysis.
+
+    ``variables`` holds only the ``'params'`` collection, as ``module.apply`` wants it;
+    ``all_variables`` every collection the checkpoint holds. ``samples`` are the
+    Gaussian-map ``(source, target)`` arrays when they are really available
+    (recorded files unchanged, or given by ``--config``), else ``None``.
+    """
+
+    model: ModelConfig
+    module: Any
+    variables: Any
+    samples: tuple[Any, Any] | None
+    all_variables: Any = None
+
+
+def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
+    """``(module, variables)`` of an icnn checkpoint: what ``icnn_cli.load`` returns."""
+    loaded = load_model(path, config_flag=None)
+    return loaded.module, loaded.all_variables
+
+
+def load_model(
+    path: str | Path, config_path: Path | None = None, config_flag: str | None = "--config"
+) -> LoadedModel:
+    """Load an icnn checkpoint, or any Orbax checkpoint of an OTT ICNN given its config.
+
+    Args:
+      path: checkpoint directory.
+      config_path: YAML config describing the architecture (``--config``); needed for
+        checkpoints icnn did not write, and used instead of the embedded spec when given.
+      config_flag: the flag that gives ``config_path``, named in the error for a
+        checkpoint without a spec; ``None`` where the command has no such flag.
+    """
+    from icnn_cli.config import load_config
+
+    path = Path(path)
+    spec = CheckpointReader.open(path).spec
+    if config_path is None:
+        if spec is None:
+            hint = f"; give its architecture with {config_flag} CFG.yaml" if config_flag else ""
+            raise IcnnError(f"{path}: no embedded icnn spec (not written by icnn init){hint}")
+        config = spec_config(spec, path)
+        samples = recorded_samples(spec, config.model.dim_data)
+        structure = samples
+        if samples is None and spec.gaussian_map_samples:
+            structure = _structure_samples(config.model.dim_data)
+    else:
+        config = load_config(config_path)
+        samples, _ = model.load_gaussian_map_samples(config.model, config_path.parent)
+        structure = samples
+    module = model.build_icnn(config.model, structure)
+    with quiet_absl():
+        variables = restore_variables(path)
+    if spec is not None:
+        verify_fingerprint(path, spec, variables)
+    # a foreign checkpoint may hold the params collection itself, without the 'params' key
+    params = {"params": variables.get("params", variables)}
+    _check_architecture(path, config_path, module, config.model.dim_data, params)
+    return LoadedModel(config.model, module, params, samples, variables)
+
+
+def _check_architecture(
+    path: Path, config_path: Path | None, module: Any, dim_data: int, params: Any
+) -> None:
+    """Refuse (exit 2) arrays whose names or shapes differ from what the module expects."""
+    import jax
+    import jax.numpy as jnp
+
+    expected = jax.eval_shape(module.init, jax.random.key(0), jnp.ones((1, dim_data)))
+    wanted = {parts: tuple(leaf.shape) for parts, leaf in flatten_with_paths(expected)}
+    found = {parts: tuple(getattr(leaf, "shape", ())) for parts, leaf in flatten_with_paths(params)}
+    source = f"--config {config_path}" if config_path else "its embedded spec"
+    for parts, shape in sorted(wanted.items()):
+        name = "/".join(parts)
+        if parts not in found:
+            raise IcnnError(f"{path}: does not match {source}: no array {name}")
+        if found[parts] != shape:
+            raise IcnnError(
+                f"{path}: does not match {source}: {name} has shape {found[parts]}, "
+                f"the config gives {shape}"
+            )
+    extra = sorted("/".join(parts) for parts in set(found) - set(wanted))
+    if extra:
+        raise IcnnError(f"{path}: does not match {source}: unexpected array {extra[0]}")

@@ -1,0 +1,242 @@
+"""Atomic, durable writes: the target path only ever holds a whole old or a whole new checkpoint.
+
+Orbax's own ``force=True`` deletes the old checkpoint before writing the new one,
+and its small JSON files are not fsynced (see shared/reference/orbax-notes.md).
+So icnn lets Orbax write into a private staging directory beside the target, fsyncs
+everything, and then swaps it in with one ``renameat2`` call. ``tests/test_atomic.py``
+kills writers at random moments and checks that readers only ever see a whole one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from icnn_cli.checkpoint.layout import (
+    ASIDE_TAG,
+    COMMIT_MARKER,
+    ORBAX_TMP_SUFFIX,
+    STAGING_TAG,
+    TREE_METADATA,
+    leftovers,
+)
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+# renameat2 flags are refused with EINVAL by filesystems that lack them, and the
+# call is ENOSYS where the kernel or libc has no renameat2.
+_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+def _renameat2(source: Path, target: Path, flags: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    function = getattr(libc, "renameat2", None)
+    if function is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    result = function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags)
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_directory(Path(directory))
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def staging_path(target: Path, owner_pid: int | None = None) -> Path:
+    return target.parent / f".{target.name}{STAGING_TAG}{owner_pid or os.getpid()}"
+
+
+def aside_path(target: Path) -> Path:
+    return target.parent / f".{target.name}{ASIDE_TAG}{os.getpid()}"
+
+
+def clean_stale_staging(target: Path) -> list[Path]:
+    """Remove staging directories left by dead icnn processes for ``target``."""
+    removed = []
+    for candidate, owner_gone in leftovers(target, STAGING_TAG):
+        if owner_gone:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+def recover_interrupted_swap(target: Path) -> Path | None:
+    """Put back a checkpoint that a killed rename-aside swap left beside ``target``.
+
+    Only the fallback swap (for filesystems without ``RENAME_EXCHANGE``) has a
+    moment where ``target`` is missing: the old checkpoint is then at the aside
+    name. Returns the path it was restored from, if any; stale asides next to a
+    present ``target`` are deleted.
+    """
+    restored = None
+    for candidate, owner_gone in leftovers(target, ASIDE_TAG):
+        if not owner_gone:
+            continue
+        if not target.exists() and not target.is_symlink():
+            os.rename(candidate, target)
+            _fsync_directory(target.parent)
+            restored = candidate
+        else:
+            shutil.rmtree(candidate, ignore_errors=True)
+    return restored
+
+
+def check_output_path(target: Path, force: bool) -> None:
+    """Refuse (exit 2) an output path that cannot take a new checkpoint, before any work.
+
+    First puts back a checkpoint that an interrupted fallback swap left aside, so
+    ``target`` is judged as it really stands.
+    """
+    recover_interrupted_swap(target)
+    if target.is_file() or target.is_symlink():
+        raise IcnnError(f"--out {target}: exists and is a file, not a checkpoint directory")
+    if target.exists():
+        if not force:
+            raise IcnnError(f"--out {target}: already exists (pass --force to replace it)")
+        is_checkpoint = (target / TREE_METADATA).is_file() or (target / COMMIT_MARKER).is_file()
+        if not is_checkpoint and any(target.iterdir()):
+            raise IcnnError(
+                f"--out {target}: is a non-empty directory that is not an Orbax checkpoint; "
+                "--force only replaces checkpoints"
+            )
+    parent = _existing_ancestor(target.parent)
+    if not parent.is_dir():
+        raise IcnnError(f"--out {target}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise IcnnError(f"--out {target}: directory {parent} is not writable")
+
+
+def _existing_ancestor(directory: Path) -> Path:
+    directory = directory.absolute()
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return directory
+
+
+def write_checkpoint_atomically(
+    target: Path,
+    variables: Any,
+    custom_metadata: dict[str, Any],
+    force: bool,
+    *,
+    every_process: bool = False,
+) -> None:
+    """Save ``variables`` with Orbax at ``target``; the old checkpoint survives any crash.
+
+    Args:
+      target: checkpoint directory to create (or replace, with ``force``).
+      variables: the pytree to save; ``StandardCheckpointer().restore(target)`` returns it.
+      custom_metadata: plain-JSON metadata stored with it.
+      force: replace an existing checkpoint at ``target``.
+      every_process: a multi-process run, where every process calls this. Orbax
+        writes each process's own shards (``ocdbt.process_N/``) into one staging
+        directory named after process 0 and finalizes it behind its own barriers;
+        process 0 alone checks ``--out``, fsyncs and swaps the result in, and every
+        process learns the outcome. ``target`` must then be on a shared filesystem.
+    """
+    import orbax.checkpoint as ocp
+
+    from icnn_cli import distributed
+
+    primary = distributed.is_primary() if every_process else True
+
+    def together(step: str) -> Any:
+        return distributed.all_or_none(step) if every_process else contextlib.nullcontext()
+
+    # Process 0 alone looks at --out: the check also puts back a checkpoint an
+    # interrupted swap left aside, which two processes must not race to do.
+    with together(f"preparing --out {target}"):
+        if primary:
+            check_output_path(target, force)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale_staging(target)
+    owner = distributed.primary_value(os.getpid()) if every_process else None
+    staging = staging_path(target, owner_pid=owner)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(staging.absolute(), variables, custom_metadata=custom_metadata)
+            checkpointer.wait_until_finished()
+        # With several processes, Orbax's async_commit_complete barrier has passed
+        # here: every process wrote its shards and process 0 finalized the staging.
+        with together(f"committing --out {target}"):
+            if primary:
+                _fsync_tree(staging)
+                _commit(staging, target, force)
+    finally:
+        if primary:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+            for leftover in staging.parent.glob(f"{staging.name}{ORBAX_TMP_SUFFIX}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _commit(staging: Path, target: Path, force: bool) -> None:
+    if target.exists() and force:
+        _swap_in(staging, target)
+    else:
+        _move_in(staging, target)
+    _fsync_directory(target.parent)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace the checkpoint at ``target`` by ``staging``; the old one ends at ``staging``."""
+    try:
+        # RENAME_EXCHANGE swaps both names in one step; the old checkpoint then
+        # sits at the staging name and is deleted by the caller's cleanup.
+        _renameat2(staging, target, _RENAME_EXCHANGE)
+        return
+    except OSError as error:
+        if error.errno == errno.ENOENT and staging.exists():
+            return _move_in(staging, target)  # the old one vanished meanwhile
+        if error.errno not in _UNSUPPORTED:
+            raise
+    # Rename-aside for filesystems without RENAME_EXCHANGE (NFS, some FUSE, old
+    # kernels): between the two renames ``target`` is missing and the old
+    # checkpoint sits at the aside name, which the next run puts back.
+    aside = aside_path(target)
+    os.rename(target, aside)
+    _fsync_directory(target.parent)
+    os.rename(staging, target)
+    _fsync_directory(target.parent)
+    os.rename(aside, staging)
+
+
+def _move_in(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target`` unless something is there already."""
+    try:
+        try:
+            _renameat2(staging, target, _RENAME_NOREPLACE)
+        except OSError as error:
+            if error.errno not in _UNSUPPORTED:
+                raise
+            # rename(2) of a directory fails on a non-empty target directory,
+            # which is what a racing writer's committed checkpoint is.
+            os.rename(staging, target)
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise IcnnError(
+                f"--out {target}: another process created it while this one was writing; "
+                "its checkpoint was kept",
+                RUNTIME_ERROR,
+            ) from None
+        raise

@@ -1,0 +1,35 @@
+"""Plain data about a checkpoint's leaves: records, statistics, filters, tree rows.
+
+No rendering here and no I/O: readers (``icnn_cli.checkpoint``) and the init path
+build these records, ``icnn_cli.analysis`` adds to them, and ``icnn_cli.render``
+shows them. Like Flax's ``Module.tabulate``: rows first, rendering second.
+"""
+
+from icnn_cli.records.leaves import (
+    LeafFilter,
+    LeafRecord,
+    LeafStats,
+    combine_stats,
+    filter_leaves,
+    leaf_matches,
+    leaf_statistics,
+    records_of_tree,
+)
+from icnn_cli.records.summary import Summary, format_bytes
+from icnn_cli.records.tree import SummaryRow, summary_rows, tree_rows
+
+__all__ = [
+    "LeafFilter",
+    "LeafRecord",
+    "LeafStats",
+    "Summary",
+    "SummaryRow",
+    "combine_stats",
+    "filter_leaves",
+    "format_bytes",
+    "leaf_matches",
+    "leaf_statistics",
+    "records_of_tree",
+    "summary_rows",
+    "tree_rows",
+]

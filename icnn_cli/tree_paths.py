@@ -1,0 +1,29 @@
+"""Leaf paths of a pytree as tuples of strings: ``('params', 'w_zs_0', 'kernel')``.
+
+Every module that names a leaf (records, fingerprints, sharding rules, the model's
+effective parameters) names it this way, so one function owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+LeafPath = tuple[str, ...]
+
+
+def leaf_path(key_path: Any) -> LeafPath:
+    """``(DictKey('params'), SequenceKey(0))`` -> ``('params', '0')``."""
+    from jax.tree_util import keystr
+
+    return tuple(keystr((entry,), simple=True) for entry in key_path)
+
+
+def flatten_with_paths(
+    tree: Any, is_leaf: Callable[[Any], bool] | None = None
+) -> list[tuple[LeafPath, Any]]:
+    """``[(leaf path, leaf), ...]`` in jax's flattening order."""
+    import jax
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+    return [(leaf_path(key_path), leaf) for key_path, leaf in flat]
