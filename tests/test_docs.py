@@ -50,3 +50,18 @@ def test_schema_command_prints_the_pydantic_schema(icnn):
     assert result.exit_code == 0
     assert json.loads(result.stdout) == json_schema()
     assert "dim_hidden" in json.loads(result.stdout)["$defs"]["ModelConfig"]["properties"]
+
+
+GROUP_COMMANDS = [
+    (group.name or group.typer_instance.info.name, command.name or command.callback.__name__)
+    for group in app.registered_groups
+    for command in group.typer_instance.registered_commands
+]
+
+
+@pytest.mark.parametrize(("group", "name"), GROUP_COMMANDS)
+def test_every_group_command_and_its_options_are_documented(icnn, group, name):
+    assert re.search(rf"^icnn {group} {name}\b", README, re.MULTILINE), f"no `icnn {group} {name}`"
+    help_text = icnn(group, name, "--help").stdout
+    for flag in set(re.findall(r"--[a-z][a-z-]+", help_text)) - {"--help"}:
+        assert f"`{flag}" in README, f"README does not document {flag} of icnn {group} {name}"
