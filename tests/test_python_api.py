@@ -15,7 +15,7 @@ import yaml
 import icnn_cli
 from icnn_cli.config import IcnnConfig
 from icnn_cli.errors import IcnnError
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 CONFIG = {"model": tiny_model(), "init": {"seed": 3}}
 
