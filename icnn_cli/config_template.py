@@ -7,8 +7,8 @@ such fields are written only when every key is asked for, as ``null``.
 
 Example::
 
-    config = starter_config(dim_data=2, dim_hidden=[64, 64])
-    text = config_template(config, every_key=True)
+    config = starter_config(dim_data=2, dim_hidden=[64, 64], pos_weights=True)
+    text = config_template(config)
     IcnnConfig.model_validate(yaml.safe_load(text)) == config  # True
 """
 

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.helpers import REPO
+
 ICNN = [sys.executable, "-m", "icnn_cli"]
 
 
@@ -103,3 +105,24 @@ def test_completion_imports_no_jax():
     )
 
     assert "jax" not in result.stderr and "orbax" not in result.stderr
+
+
+MANAGER = REPO / "tests" / "data" / "golden" / "foreign" / "0.12.8" / "manager"
+
+
+def test_item_names_come_from_the_checkpoint_at_path():
+    from icnn_cli.cli.completion import complete_item_names
+
+    class Context:  # the part of typer.Context a completion callback reads
+        params = {"path": MANAGER, "step": None}
+
+    assert complete_item_names(Context(), "") == ["meta", "state"]
+    assert complete_item_names(Context(), "st") == ["state"]
+    Context.params = {"path": MANAGER / "no-such-thing", "step": None}
+    assert complete_item_names(Context(), "") == []
+
+
+def test_item_values_are_completed_once_wired_to_item():
+    if "complete_item_names" not in (REPO / "icnn_cli/cli/inspect_command.py").read_text():
+        pytest.skip("icnn inspect --item has no autocompletion= yet")
+    assert _complete(f"icnn inspect {MANAGER} --item ") == ["meta", "state"]
