@@ -94,7 +94,9 @@ def abstract_variables(
     """Shapes and dtypes of the variables, from ``jax.eval_shape``: nothing is computed."""
     import jax
 
-    shapes = jax.eval_shape(_init_function(module, init), rngs, dummy_input(input_shape))
+    # The dummy input stays abstract too: a dry run of dim_data 2e12 must not allocate 8 TB.
+    abstract_input = jax.eval_shape(lambda: dummy_input(input_shape))
+    shapes = jax.eval_shape(_init_function(module, init), rngs, abstract_input)
     return cast_floating(shapes, init.dtype)
 
 
