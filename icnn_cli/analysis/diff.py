@@ -104,6 +104,8 @@ def _leaf_diff(path: str, side_a: Side, side_b: Side, atol: float) -> LeafDiff:
         return LeafDiff(path, "shape", detail=f"{leaf_a.shape} -> {leaf_b.shape}")
     if leaf_a.dtype != leaf_b.dtype:
         return LeafDiff(path, "dtype", detail=f"{leaf_a.dtype} -> {leaf_b.dtype}")
+    if isinstance(array_a, str) or isinstance(array_b, str):
+        return LeafDiff(path, "same" if array_a == array_b else "changed")
     max_abs, max_rel = value_differences(array_a, array_b)
     status: Status = "same" if max_abs <= atol else "changed"
     return LeafDiff(path, status, max_abs, max_rel)

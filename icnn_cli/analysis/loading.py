@@ -142,7 +142,9 @@ def load_model(
     from icnn_cli.config import load_config
 
     path = Path(path)
-    spec = CheckpointReader.open(path).spec
+    reader = CheckpointReader.open(path)
+    spec = reader.spec
+    tree = reader.checkpoint.only_pytree(" (an ICNN has one)")
     if config_path is None:
         if spec is None:
             hint = f"; give its architecture with {config_flag} CFG.yaml" if config_flag else ""
@@ -158,7 +160,7 @@ def load_model(
         structure = samples
     module = model.build_icnn(config.model, structure)
     with quiet_absl():
-        variables = restore_variables(path)
+        variables = restore_variables(tree.path)
     if spec is not None:
         verify_fingerprint(path, spec, variables)
     # a foreign checkpoint may hold the params collection itself, without the 'params' key

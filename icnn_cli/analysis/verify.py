@@ -26,10 +26,10 @@ from typing import Any
 
 from icnn_cli.analysis.compare import bit_identical, value_differences
 from icnn_cli.analysis.loading import missing_sample_file, recorded_samples, spec_config
-from icnn_cli.checkpoint.layout import ensure_committed_checkpoint
+from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import USAGE_ERROR, IcnnError
 from icnn_cli.fingerprint import short_fingerprint
 from icnn_cli.tree_paths import flatten_with_paths
 
@@ -120,7 +120,13 @@ class VerifyReport:
 def verify_checkpoints(paths: list[Path], atol: float | None = None) -> list[VerifyReport]:
     """Verify each checkpoint; anything that is not a committed checkpoint exits 2 first."""
     for path in paths:
-        ensure_committed_checkpoint(path)
+        try:
+            open_checkpoint(path)
+        except IcnnError as error:
+            if error.exit_code == USAGE_ERROR:
+                raise
+            # damage is a finding of that checkpoint's report, not a reason to stop
+
     return [verify_checkpoint(path, atol) for path in paths]
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint import metadata_files
-from icnn_cli.checkpoint.layout import ensure_committed_checkpoint
 from icnn_cli.checkpoint.metadata import is_value_metadata, metadata_tree
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 from icnn_cli.records import LeafRecord
@@ -33,32 +32,33 @@ def _batches(leaves: Sequence[LeafRecord], budget: int) -> Iterator[list[LeafRec
 
 
 def iter_leaf_arrays(
-    path: Path, step_metadata: Any, leaves: Sequence[LeafRecord], budget: int = READ_BATCH_BYTES
+    path: Path,
+    step_metadata: Callable[[], Any],
+    leaves: Sequence[LeafRecord],
+    budget: int = READ_BATCH_BYTES,
 ) -> Iterator[tuple[LeafRecord, Any]]:
     """Yield ``(leaf, numpy array)``, one leaf in memory at a time.
 
     Each leaf is read straight from its zarr array (:func:`metadata_files.array_reader`).
+    ``step_metadata`` gives Orbax's metadata of the item, which only the fallback needs.
     Where the metadata files look unfamiliar, Orbax reads batches of about ``budget``
     bytes instead: a partial restore (other leaves are ``PLACEHOLDER``) into host
     numpy arrays, which also sidesteps Orbax's topology checks for sharded saves.
     """
     _unmap_large_buffers_when_freed()
-    try:
-        read = metadata_files.array_reader(path)
-    except metadata_files.UnexpectedLayout:
-        read = None
+    read = _leaf_reader(path)
     if read is not None:
         for leaf in leaves:
-            yield leaf, _read_leaf(path, read, leaf)
+            yield leaf, leaf.value if _value_known(leaf) else read(leaf)
         return
 
     import jax
     import numpy as np
     import orbax.checkpoint as ocp
 
-    tree = metadata_tree(step_metadata)
+    tree = metadata_tree(step_metadata())
     for batch in _batches(leaves, budget):
-        wanted = {leaf.path for leaf in batch}
+        wanted = {leaf.path for leaf in batch if not _value_known(leaf)}
 
         restore_args = jax.tree_util.tree_map_with_path(
             lambda key_path, _, wanted=wanted: (
@@ -69,11 +69,31 @@ def iter_leaf_arrays(
             tree,
             is_leaf=is_value_metadata,
         )
-        restored = _restore_with(path, restore_args)
+        restored = _restore_with(path, restore_args) if wanted else {}
         arrays = dict(flatten_with_paths(restored, lambda node: node is ocp.PLACEHOLDER))
         for leaf in batch:
-            yield leaf, arrays[leaf.path]
+            yield leaf, leaf.value if _value_known(leaf) else arrays[leaf.path]
         del restored, arrays
+
+
+def _value_known(leaf: LeafRecord) -> bool:
+    # A string's or a Python scalar's value is read with the metadata.
+    return leaf.scalar and leaf.value is not None
+
+
+def _leaf_reader(path: Path) -> Any:
+    """``leaf -> value`` without Orbax: the zarr arrays, or Orbax 0.4's inline msgpack values."""
+    try:
+        inline = metadata_files.msgpack_values(path)
+    except metadata_files.UnexpectedLayout as error:
+        raise IcnnError(f"{path}: cannot read array data ({error})", RUNTIME_ERROR) from None
+    if inline is not None:
+        return lambda leaf: inline[leaf.path]
+    try:
+        read = metadata_files.array_reader(path)
+    except metadata_files.UnexpectedLayout:
+        return None
+    return lambda leaf: _read_leaf(path, read, leaf)
 
 
 def _read_leaf(path: Path, read: Any, leaf: LeafRecord) -> Any:
@@ -124,7 +144,6 @@ def restore_variables(path: Path) -> Any:
     import jax
     import orbax.checkpoint as ocp
 
-    ensure_committed_checkpoint(path)
     with ocp.StandardCheckpointer() as checkpointer:
         tree = metadata_tree(checkpointer.metadata(path.absolute()))
         one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -1,79 +1,184 @@
-"""What a path holds, by Orbax's rules: a committed checkpoint, a manager root, its steps."""
+"""The one place that knows Orbax's layouts: what a path holds, and whether it is committed.
+
+A path is one of three things (``tests/data/golden/foreign/LAYOUTS.md`` has the
+evidence, release by release):
+
+- a **single item**: a PyTree checkpoint with ``_METADATA`` (or, from Orbax 0.4,
+  its msgpack ``checkpoint`` file) at the top: ``StandardCheckpointer``,
+  ``PyTreeCheckpointer``, and every ``icnn init``;
+- a **step with items**: one subdirectory per item. ``_CHECKPOINT_METADATA``
+  names them and their handlers (``item_handlers``, Orbax 0.11 on); older steps
+  are read from their files. This is a ``CheckpointManager`` step with Composite
+  items, a v1 ``save_checkpointables`` or ``save_pytree`` (the tree under
+  ``state/``, an empty ``orbax.checkpoint`` marker file at the top) and a v1
+  training ``Checkpointer`` step (``state/`` and ``metrics/``);
+- a **root of steps**: step directories named ``100``, ``000100`` or
+  ``step_100`` (``step_prefix``, ``step_format_fixed_length``; no file records the
+  format), beside which ``metadata/`` (root metadata) and temporaries are not steps.
+
+Committed is judged by the rules of the release that wrote it: Orbax writes
+``commit_success.txt`` only since 0.12.3; before, a local checkpoint was committed
+by renaming it to its final name, and from 0.5 on its ``_CHECKPOINT_METADATA``
+records a commit time when it is finalized. A temporary name always means not
+committed. Where nothing tells (Orbax 0.4 writes no step metadata), the checkpoint
+is read and a warning says so.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from icnn_cli.errors import IcnnError
+from icnn_cli.checkpoint.spec import METADATA_KEY
+from icnn_cli.checkpoint.temporaries import interrupted_swap_hint, is_temporary
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 
 COMMIT_MARKER = "commit_success.txt"
 TREE_METADATA = "_METADATA"
+MSGPACK_TREE = "checkpoint"  # Orbax 0.4's msgpack tree (values or placeholders)
 CHECKPOINT_METADATA = "_CHECKPOINT_METADATA"
-ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"
-STAGING_TAG = ".icnn-staging-"
-ASIDE_TAG = ".icnn-aside-"  # the old checkpoint during a fallback (non-renameat2) swap
+V1_MARKER = "orbax.checkpoint"  # an empty file the v1 free functions write at the top
+ROOT_METADATA_DIRECTORY = "metadata"  # <root>/metadata/_ROOT_METADATA, beside the steps
+JSON_ITEM_FILES = ("metadata", "data.json", "metrics")  # v0 JsonCheckpointHandler, v1 Json/Metrics
+MAX_CHECKPOINT_METADATA_BYTES = 4 << 20  # Orbax's own entries plus an icnn spec are a few KiB
+# Orbax's default step names are the number, optionally zero-padded, optionally after
+# "<prefix>_" (CheckpointManagerOptions.step_prefix / step_format_fixed_length).
+STEP_NAME = re.compile(r"^(?:(?P<prefix>.+)_)?(?P<number>\d+)$")
+FIRST_RELEASE_WITH_MARKER = (0, 12, 3)
 
-
-# --- what is a committed checkpoint ----------------------------------------------------
-
-
-def ensure_committed_checkpoint(path: Path) -> None:
-    """Refuse (exit 2) anything that is not a finished Orbax checkpoint directory.
-
-    Orbax's ``metadata()`` happily answers for half-written directories, so the
-    markers are checked here: no tmp suffix, a commit marker and tree metadata.
-    """
-    if not path.exists():
-        raise IcnnError(f"{path}: no such checkpoint{interrupted_swap_hint(path)}")
-    if not path.is_dir():
-        raise IcnnError(f"{path}: not an Orbax checkpoint (it is a file, not a directory)")
-    if any(tag in path.name for tag in (ORBAX_TMP_SUFFIX, STAGING_TAG, ASIDE_TAG)):
-        raise IcnnError(
-            f"{path}: an unfinished save left this temporary directory; it is not a checkpoint"
-        )
-    if not (path / TREE_METADATA).is_file():
-        steps = manager_steps(path)
-        hint = (
-            f" (it holds step directories {steps_text(steps)} of a CheckpointManager root: give "
-            f"one step's checkpoint, e.g. {_example_item(path / steps[-1][1])}; `icnn inspect` "
-            "takes the root itself)"
-            if steps
-            else ""
-        )
-        raise IcnnError(f"{path}: not an Orbax checkpoint (no {TREE_METADATA} file){hint}")
-    if not (path / COMMIT_MARKER).is_file():
-        raise IcnnError(f"{path}: Orbax checkpoint was never committed (no {COMMIT_MARKER})")
-
-
-# --- CheckpointManager roots -------------------------------------------------------------------
+ItemKind = Literal["pytree", "json", "unknown"]
 
 
 @dataclasses.dataclass(frozen=True)
-class ManagerStep:
-    """The step of an Orbax ``CheckpointManager`` root that was chosen, and its item."""
+class Item:
+    """One item of a checkpoint: a PyTree, a JSON document, or something icnn cannot read."""
 
-    root: Path
-    steps: list[int]  # every step found, ascending
-    step: int
-    item: Path  # the checkpoint directory of that step's PyTree item
+    name: str | None  # None: the checkpoint is this single item
+    path: Path
+    kind: ItemKind
+    handler: str | None = None  # Orbax's handler class path, where recorded
 
-    def as_json(self) -> dict[str, Any]:
-        return {"root": str(self.root), "steps": self.steps, "step": self.step}
+    @property
+    def label(self) -> str:
+        return self.name or "(top level)"
+
+    @property
+    def json_file(self) -> Path | None:
+        """The file holding a JSON item's document."""
+        for name in JSON_ITEM_FILES:
+            if (self.path / name).is_file():
+                return self.path / name
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A committed Orbax checkpoint directory: one item, or a step with items.
+
+    Attributes:
+      path: the directory.
+      items: its items, by name (one nameless item for a single-item checkpoint).
+      layout: how Orbax wrote it, in words ("single item", "v1 checkpointables", ...).
+      metadata: ``_CHECKPOINT_METADATA`` (``{}`` where the writer had none): handlers,
+        ``custom_metadata``, init and commit times, metrics.
+      warnings: what icnn could not tell, said rather than refused.
+    """
+
+    path: Path
+    items: tuple[Item, ...]
+    layout: str
+    metadata: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def single(self) -> bool:
+        return len(self.items) == 1 and self.items[0].name is None
+
+    @property
+    def custom_metadata(self) -> dict[str, Any]:
+        return self.metadata.get("custom_metadata") or {}
+
+    def pytree_items(self) -> list[Item]:
+        return [item for item in self.items if item.kind == "pytree"]
+
+    def item(self, name: str) -> Item:
+        """The item called ``name`` (``--item``)."""
+        for item in self.items:
+            if item.name == name:
+                return item
+        names = ", ".join(item.label for item in self.items)
+        raise IcnnError(f"--item {name}: {self.path} has no item {name!r} (items: {names})")
+
+    def only_pytree(self, purpose: str = "") -> Item:
+        """The one PyTree item, for commands that need exactly one tree."""
+        trees = self.pytree_items()
+        if len(trees) == 1:
+            return trees[0]
+        if not trees:
+            raise IcnnError(f"{self.path}: holds no PyTree item ({self.items_text()})")
+        names = ", ".join(item.label for item in trees)
+        raise IcnnError(
+            f"{self.path}: holds several PyTree items ({names}){purpose}: give one of them, "
+            f"e.g. {trees[0].path}"
+        )
+
+    def items_text(self) -> str:
+        return ", ".join(f"{item.label}: {item.kind}" for item in self.items)
+
+
+@dataclasses.dataclass(frozen=True)
+class RootOfSteps:
+    """A ``CheckpointManager`` (or v1 training ``Checkpointer``) root: step directories."""
+
+    path: Path
+    steps: tuple[tuple[int, str], ...]  # (step, directory name), ascending
+
+    def step_path(self, step: int | None, flag: str = "--step") -> tuple[int, Path]:
+        """``(step, directory)`` of ``step``, default the latest."""
+        names = dict(self.steps)
+        chosen = self.steps[-1][0] if step is None else step
+        if chosen not in names:
+            raise IcnnError(
+                f"{flag} {step}: {self.path} has no step {step} (steps: {steps_text(self.steps)})"
+            )
+        return chosen, self.path / names[chosen]
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """What a path named: a checkpoint, possibly reached through a root of steps."""
+
+    checkpoint: Checkpoint
+    root: RootOfSteps | None = None
+    step: int | None = None
+
+    def as_json(self) -> dict[str, Any] | None:
+        if self.root is None:
+            return None
+        steps = [number for number, _ in self.root.steps]
+        return {"root": str(self.root.path), "steps": steps, "step": self.step}
+
+
+# --- steps -----------------------------------------------------------------------------------
 
 
 def manager_steps(path: Path) -> list[tuple[int, str]]:
-    """``(step, directory name)`` of a CheckpointManager root's step directories, ascending.
+    """``(step, directory name)`` of a root's step directories, ascending.
 
-    A step directory is named by its number (Orbax writes ``<step>.orbax-checkpoint-tmp-*``
-    first and renames it when the step is committed, so a numbered one is finished).
+    ``100``, ``000100`` and ``step_100`` are steps; temporaries
+    (``<step>.orbax-checkpoint-tmp-*``) and the root's ``metadata/`` are not.
     """
     if not path.is_dir():
         return []
-    found = [(int(child.name), child.name) for child in path.iterdir() if child.name.isdigit()]
+    found = []
+    for child in path.iterdir():
+        match = STEP_NAME.match(child.name)
+        if match and not is_temporary(child) and child.is_dir():
+            found.append((int(match.group("number")), child.name))
     return sorted(found)
 
 
@@ -87,92 +192,192 @@ def steps_text(steps: Sequence[tuple[int, str]], shown: int = 3) -> str:
     )
 
 
-def resolve_manager_step(path: Path, step: int | None) -> ManagerStep | None:
-    """For a CheckpointManager root, the checkpoint of ``step`` (default: the latest).
+# --- the step metadata file ----------------------------------------------------------------------
 
-    Returns ``None`` when ``path`` is a checkpoint itself (or nothing icnn can read,
-    which :func:`ensure_committed_checkpoint` then reports).
+
+def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
+    """``_CHECKPOINT_METADATA`` of ``path`` (``{}`` when absent); exit 1 when damaged.
+
+    Orbax itself reports a broken file as ``custom_metadata={}``, which would make an
+    icnn checkpoint look foreign, so the file is checked here.
     """
-    if step is None and (path / TREE_METADATA).is_file():
+    file = path / CHECKPOINT_METADATA
+    if not file.exists():
+        return {}  # Orbax 0.4 wrote none; nothing is lost
+    problem = None
+    content: Any = None
+    if file.stat().st_size > MAX_CHECKPOINT_METADATA_BYTES:
+        problem = f"is larger than {MAX_CHECKPOINT_METADATA_BYTES} bytes"
+    else:
+        try:
+            content = json.loads(file.read_bytes())
+        except (ValueError, OSError) as error:
+            problem = f"is not valid JSON ({first_line(error)})"
+        else:
+            if not isinstance(content, dict):
+                problem = "is not a JSON object"
+            elif not isinstance(content.get("custom_metadata") or {}, dict):
+                problem = "has a custom_metadata that is not a JSON object"
+    if problem:
+        raise IcnnError(
+            f"{path}: {CHECKPOINT_METADATA} {problem}: the checkpoint's metadata is damaged",
+            RUNTIME_ERROR,
+        )
+    return content
+
+
+# --- items ------------------------------------------------------------------------------------
+
+
+def _kind_of_handler(handler: str) -> ItemKind:
+    name = handler.rsplit(".", 1)[-1]
+    if "PyTree" in name or "Standard" in name:
+        return "pytree"
+    if "Json" in name or "Metrics" in name:
+        return "json"
+    return "unknown"
+
+
+def _kind_of_files(directory: Path) -> ItemKind | None:
+    """An item's kind from the files Orbax writes for it; ``None``: not an item."""
+    if (directory / TREE_METADATA).is_file() or (directory / MSGPACK_TREE).is_file():
+        return "pytree"
+    if any((directory / name).is_file() for name in JSON_ITEM_FILES):
+        return "json"
+    return None
+
+
+def _is_single_item(path: Path) -> bool:
+    return (path / TREE_METADATA).is_file() or (path / MSGPACK_TREE).is_file()
+
+
+def _items(path: Path, metadata: dict[str, Any]) -> tuple[list[Item], str] | None:
+    """The items of a directory and the layout's name; ``None`` when it holds none."""
+    handlers = metadata.get("item_handlers")
+    if _is_single_item(path):
+        handler = handlers if isinstance(handlers, str) else None
+        return [Item(None, path, "pytree", handler)], "single item"
+    v1 = (path / V1_MARKER).is_file()
+    if isinstance(handlers, dict) and handlers:
+        items = [
+            Item(
+                str(name),
+                path / str(name),
+                _kind_of_files(path / str(name)) or _kind_of_handler(str(handler)),
+                str(handler),
+            )
+            for name, handler in sorted(handlers.items())
+        ]
+        api = "v1" if any(".v1." in str(handler) for handler in handlers.values()) else "v0"
+    else:
+        # Without handlers, items are told by their files; step directories (a root's
+        # children) are not items, whatever they hold.
+        children = sorted(
+            child
+            for child in path.iterdir()
+            if child.is_dir() and not is_temporary(child) and not STEP_NAME.match(child.name)
+        )
+        items = [
+            Item(child.name, child, kind)
+            for child in children
+            if (kind := _kind_of_files(child)) is not None
+        ]
+        api = "v1" if v1 else "v0"
+    if not items:
         return None
-    steps = manager_steps(path)
+    if v1:
+        layout = "v1 checkpointables (orbax.checkpoint.v1 save)"
+    elif api == "v1":
+        layout = "v1 training step (orbax.checkpoint.v1 training Checkpointer)"
+    else:
+        layout = "step with items (CheckpointManager / Composite)"
+    return items, layout
+
+
+# --- commit rules ------------------------------------------------------------------------------
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def _commit_problem(path: Path, metadata: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``(why it is not committed, warning)``: at most one of them is set."""
+    if (path / COMMIT_MARKER).is_file():
+        return None, None
+    if not (path / CHECKPOINT_METADATA).exists():
+        # Orbax 0.4 wrote neither file: only the final name (a rename) says it finished.
+        return None, (
+            f"{path}: no {COMMIT_MARKER} and no {CHECKPOINT_METADATA}, as Orbax 0.4 wrote "
+            "them: taken as finished by its final name"
+        )
+    if "commit_timestamp_nsecs" not in metadata:
+        return f"no {COMMIT_MARKER}, and no commit time in {CHECKPOINT_METADATA}", None
+    icnn = (metadata.get("custom_metadata") or {}).get(METADATA_KEY)
+    versions = icnn.get("versions") if isinstance(icnn, dict) else None
+    writer = versions.get("orbax-checkpoint") if isinstance(versions, dict) else None
+    if isinstance(writer, str) and _release(writer) >= FIRST_RELEASE_WITH_MARKER:
+        return f"no {COMMIT_MARKER}, which orbax-checkpoint {writer} writes last", None
+    return None, None  # Orbax 0.5 to 0.12.2: committed by renaming, with a commit time
+
+
+# --- the entry points ----------------------------------------------------------------------------
+
+
+def _not_found(path: Path) -> IcnnError:
+    return IcnnError(f"{path}: no such checkpoint{interrupted_swap_hint(path)}")
+
+
+def open_checkpoint(path: Path) -> Checkpoint:
+    """The committed checkpoint at ``path``; exit 2 for anything else, 1 for damaged metadata.
+
+    Orbax's ``metadata()`` happily answers for half-written directories, so the
+    commit rules above are applied here first.
+    """
+    if not path.exists():
+        raise _not_found(path)
+    if not path.is_dir():
+        raise IcnnError(f"{path}: not an Orbax checkpoint (it is a file, not a directory)")
+    if is_temporary(path):
+        raise IcnnError(
+            f"{path}: an unfinished save left this temporary directory; it is not a checkpoint"
+        )
+    metadata = read_checkpoint_metadata(path)
+    found = _items(path, metadata)
+    if found is None:
+        steps = manager_steps(path)
+        hint = (
+            f" (it holds step directories {steps_text(steps)} of a CheckpointManager root: give "
+            f"one step's checkpoint, e.g. {path / steps[-1][1]}; `icnn inspect` takes the root "
+            "itself)"
+            if steps
+            else ""
+        )
+        raise IcnnError(f"{path}: not an Orbax checkpoint (no {TREE_METADATA} file){hint}")
+    items, layout = found
+    problem, warning = _commit_problem(path, metadata)
+    if problem:
+        raise IcnnError(f"{path}: Orbax checkpoint was never committed ({problem})")
+    return Checkpoint(path, tuple(items), layout, metadata, (warning,) if warning else ())
+
+
+def locate(path: Path, step: int | None = None) -> Location:
+    """A checkpoint, or the step ``step`` (default: the latest) of a root of steps."""
+    if not path.exists():
+        raise _not_found(path)
+    is_checkpoint_itself = path.is_dir() and (
+        _is_single_item(path)
+        or (path / CHECKPOINT_METADATA).is_file()
+        or (path / V1_MARKER).is_file()
+    )
+    steps = [] if is_checkpoint_itself else manager_steps(path)
     if not steps:
         if step is not None:
             raise IcnnError(
                 f"--step {step}: {path} is not a CheckpointManager root (no numbered step "
                 "directories)"
             )
-        return None
-    names = dict(steps)
-    chosen = steps[-1][0] if step is None else step
-    if chosen not in names:
-        raise IcnnError(f"--step {step}: {path} has no step {step} (steps: {steps_text(steps)})")
-    item = _step_item(path / names[chosen], chosen)
-    return ManagerStep(path, [number for number, _ in steps], chosen, item)
-
-
-def _example_item(step_directory: Path) -> Path:
-    try:
-        return _step_item(step_directory, int(step_directory.name))
-    except IcnnError:
-        return step_directory
-
-
-def _step_item(step_directory: Path, step: int) -> Path:
-    if (step_directory / TREE_METADATA).is_file():
-        return step_directory
-    items = sorted(
-        child
-        for child in step_directory.iterdir()
-        if child.is_dir() and (child / TREE_METADATA).is_file()
-    )
-    if len(items) == 1:
-        return items[0]
-    if not items:
-        raise IcnnError(f"{step_directory}: step {step} holds no Orbax PyTree checkpoint")
-    names = ", ".join(item.name for item in items)
-    raise IcnnError(
-        f"{step_directory}: step {step} holds several checkpoints ({names}): "
-        f"inspect one of them, e.g. {items[0]}"
-    )
-
-
-# --- temporaries that icnn's writer leaves while it works --------------------------------
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def leftovers(target: Path, tag: str) -> list[tuple[Path, bool]]:
-    """``(path, owner is gone)`` for each temporary named ``.<target><tag><pid>...``."""
-    prefix = f".{target.name}{tag}"
-    if not target.parent.is_dir():
-        return []
-    found = []
-    for candidate in sorted(target.parent.iterdir()):
-        if not candidate.name.startswith(prefix):
-            continue
-        pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
-        owner_alive = (
-            pid_text.isdigit() and int(pid_text) != os.getpid() and process_alive(int(pid_text))
-        )
-        found.append((candidate, not owner_alive))
-    return found
-
-
-def interrupted_swap_hint(target: Path) -> str:
-    """Where an interrupted ``--force`` swap left the previous checkpoint, if it did."""
-    for candidate, owner_gone in leftovers(target, ASIDE_TAG):
-        if owner_gone:
-            return (
-                f" (an interrupted 'icnn init --force' left the previous checkpoint at "
-                f"{candidate}; the next 'icnn init' with this --out puts it back)"
-            )
-    return ""
+        return Location(open_checkpoint(path))
+    root = RootOfSteps(path, tuple(steps))
+    number, step_directory = root.step_path(step)
+    return Location(open_checkpoint(step_directory), root, number)

@@ -15,69 +15,34 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint import metadata_files
-from icnn_cli.checkpoint.layout import (
-    CHECKPOINT_METADATA,
-    TREE_METADATA,
-    ensure_committed_checkpoint,
-)
+from icnn_cli.checkpoint.layout import TREE_METADATA, Item
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths
 
-MAX_CHECKPOINT_METADATA_BYTES = 4 << 20  # Orbax's own entries plus an icnn spec are a few KiB
-
 
 def read_step_metadata(path: Path) -> Any:
-    """Orbax's step metadata of a committed checkpoint; damaged metadata files raise (exit 1).
+    """Orbax's metadata of the PyTree item at ``path``; damaged metadata raises (exit 1).
 
-    Orbax reports neither kind of damage: a broken ``_METADATA`` gives
-    ``item_metadata=None`` and a broken ``_CHECKPOINT_METADATA`` gives
-    ``custom_metadata={}``, which would make an icnn checkpoint look foreign.
+    Orbax reports a broken ``_METADATA`` as ``item_metadata=None`` rather than raising.
     """
     import orbax.checkpoint as ocp
 
-    ensure_committed_checkpoint(path)
-    check_checkpoint_metadata_file(path)
-    with ocp.StandardCheckpointer() as checkpointer:
-        step = checkpointer.metadata(path.absolute())
-    if step.item_metadata is None:
+    try:
+        with ocp.PyTreeCheckpointer() as checkpointer:
+            step = checkpointer.metadata(path.absolute())
+    except Exception as error:  # Orbax raises KeyError, JSONDecodeError... for broken files
+        raise IcnnError(
+            f"{path}: {TREE_METADATA} is unreadable or damaged ({first_line(error)})",
+            RUNTIME_ERROR,
+        ) from None
+    if getattr(step, "item_metadata", step) is None:
         raise IcnnError(f"{path}: {TREE_METADATA} is unreadable or damaged", RUNTIME_ERROR)
     return step
 
 
-def check_checkpoint_metadata_file(path: Path) -> dict[str, Any]:
-    """Refuse (exit 1) a ``_CHECKPOINT_METADATA`` that Orbax could not have written.
-
-    Returns its content (``{}`` when there is none): Orbax's step metadata, with the
-    ``custom_metadata`` and the ``commit_timestamp_nsecs``.
-    """
-    file = path / CHECKPOINT_METADATA
-    if not file.exists():
-        return {}  # older Orbax writers did not have it; nothing is lost
-    problem = None
-    content: Any = None
-    if file.stat().st_size > MAX_CHECKPOINT_METADATA_BYTES:
-        problem = f"is larger than {MAX_CHECKPOINT_METADATA_BYTES} bytes"
-    else:
-        try:
-            content = json.loads(file.read_bytes())
-        except (ValueError, OSError) as error:
-            problem = f"is not valid JSON ({first_line(error)})"
-        else:
-            if not isinstance(content, dict):
-                problem = "is not a JSON object"
-            elif not isinstance(content.get("custom_metadata", {}), dict):
-                problem = "has a custom_metadata that is not a JSON object"
-    if problem:
-        raise IcnnError(
-            f"{path}: {CHECKPOINT_METADATA} {problem}: the checkpoint's metadata is damaged",
-            RUNTIME_ERROR,
-        )
-    return content
-
-
 def metadata_tree(step_metadata: Any) -> Any:
-    item = step_metadata.item_metadata
+    item = getattr(step_metadata, "item_metadata", step_metadata)
     return getattr(item, "tree", item)
 
 
@@ -85,21 +50,42 @@ def is_value_metadata(node: Any) -> bool:
     return hasattr(node, "dtype") or hasattr(node, "shape")
 
 
-def leaf_records(step_metadata: Any) -> list[LeafRecord]:
-    """One :class:`LeafRecord` per array in the checkpoint, from Orbax's ``metadata()``."""
-    return [
-        LeafRecord.of_array(
-            parts,
-            getattr(meta, "shape", None) or (),
-            getattr(meta, "dtype", None) or "float32",
-            sharding=_sharding_text(meta),
-        )
-        for parts, meta in flatten_with_paths(metadata_tree(step_metadata), is_value_metadata)
-    ]
+def leaf_records(step_metadata: Any, path: Path) -> list[LeafRecord]:
+    """One :class:`LeafRecord` per leaf of the PyTree item at ``path``, from ``metadata()``."""
+    import numpy as np
+
+    records = []
+    strings: dict[str, Any] | None = None
+    for parts, meta in flatten_with_paths(metadata_tree(step_metadata), is_value_metadata):
+        kind = type(meta).__name__
+        if kind == "StringMetadata":
+            if strings is None:
+                strings = _strings_or_empty(path)
+            records.append(LeafRecord.of_scalar(parts, strings.get(".".join(parts)), "str"))
+        elif kind == "ScalarMetadata":
+            dtype = np.dtype(meta.dtype)
+            records.append(
+                LeafRecord.of_scalar(parts, None, metadata_files.python_type_name(dtype))
+            )
+        elif getattr(meta, "shape", None) is None or getattr(meta, "dtype", None) is None:
+            # Orbax 0.4's aggregated leaves: only the msgpack tree knows them.
+            return metadata_files.msgpack_leaf_records(path)
+        else:
+            records.append(
+                LeafRecord.of_array(parts, meta.shape, meta.dtype, sharding=_sharding_text(meta))
+            )
+    return records
+
+
+def _strings_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        return metadata_files.strings(path)
+    except metadata_files.UnexpectedLayout:
+        return {}
 
 
 def read_leaf_records(path: Path) -> list[LeafRecord]:
-    """One :class:`LeafRecord` per array of a committed checkpoint, typed keys as keys.
+    """One :class:`LeafRecord` per leaf of the PyTree item at ``path``, typed keys as keys.
 
     Reads Orbax's metadata files directly (``metadata_files``: milliseconds where
     ``metadata()`` takes seconds for thousands of leaves) and falls back to
@@ -108,7 +94,12 @@ def read_leaf_records(path: Path) -> list[LeafRecord]:
     try:
         records = metadata_files.leaf_records(path)
     except metadata_files.UnexpectedLayout:
-        records = leaf_records(read_step_metadata(path))
+        try:
+            records = leaf_records(read_step_metadata(path), path)
+        except metadata_files.UnexpectedLayout as error:
+            raise IcnnError(
+                f"{path}: unreadable PyTree metadata ({error})", RUNTIME_ERROR
+            ) from None
     return with_key_impls(records, metadata_files.key_impls(path))
 
 
@@ -153,3 +144,28 @@ def quiet_absl() -> Iterator[None]:
         yield
     finally:
         absl_logging.set_verbosity(previous)
+
+
+MAX_JSON_ITEM_BYTES = 1 << 20  # JSON items hold metrics and small settings
+
+
+def item_bytes(item: Item) -> int:
+    """The bytes of an item's files on disk."""
+    return sum(file.stat().st_size for file in item.path.rglob("*") if file.is_file())
+
+
+def read_json_item(item: Item) -> Any:
+    """The document of a JSON item; exit 1 when it is unreadable or too large to show."""
+    file = item.json_file
+    if file is None:
+        raise IcnnError(f"{item.path}: JSON item without its document file", RUNTIME_ERROR)
+    if file.stat().st_size > MAX_JSON_ITEM_BYTES:
+        raise IcnnError(
+            f"{file}: JSON item is larger than {MAX_JSON_ITEM_BYTES} bytes", RUNTIME_ERROR
+        )
+    try:
+        return json.loads(file.read_bytes())
+    except (ValueError, OSError) as error:
+        raise IcnnError(
+            f"{file}: JSON item is unreadable ({first_line(error)})", RUNTIME_ERROR
+        ) from None

@@ -31,7 +31,11 @@ from icnn_cli.records import LeafRecord
 from icnn_cli.sharding import describe_spec
 
 ARRAY_METADATAS = "array_metadatas"
-ARRAY_VALUE_TYPES = frozenset({"np.ndarray", "jax.Array", "scalar"})
+ARRAY_VALUE_TYPES = frozenset({"np.ndarray", "jax.Array"})
+SCALAR_VALUE_TYPE = "scalar"  # a Python int, float or bool, stored as a 0-d zarr array
+STRING_VALUE_TYPE = "string"  # a Python str, stored in _strings.json (Orbax 0.11 on)
+STRINGS = "_strings.json"
+OCDBT_MANIFEST = "manifest.ocdbt"
 EMPTY_VALUE_TYPES = frozenset({"None", "Dict", "List", "Tuple"})  # dropped by tree flattening
 SEQUENCE_KEY = 1  # Orbax's KeyType.SEQUENCE; 2 is a dict key
 KEY_DATA_WORDS = {"threefry2x32": 2, "rbg": 4, "unsafe_rbg": 4}  # jax.random key_data shapes
@@ -48,8 +52,8 @@ def _load_json(file: Path) -> Any:
         raise UnexpectedLayout(f"{file.name}: {error}") from None
 
 
-def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
-    """``(path parts, sort key)`` of every array leaf in ``_METADATA``."""
+def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], str]]:
+    """``(path parts, value type)`` of every leaf in ``_METADATA``, in jax's tree order."""
     try:
         entries = document["tree_metadata"].values()
     except (KeyError, TypeError, AttributeError):
@@ -63,16 +67,19 @@ def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], tuple[Any, ...]]
                 int(key["key"]) if key["key_type"] == SEQUENCE_KEY else str(key["key"])
                 for key in keys
             )
-            value_type = entry["value_metadata"]["value_type"]
+            value = entry["value_metadata"]
+            value_type = value["value_type"]
         except (KeyError, TypeError, ValueError):
             raise UnexpectedLayout("unexpected tree_metadata entry") from None
         if value_type in EMPTY_VALUE_TYPES:
             continue
-        if value_type not in ARRAY_VALUE_TYPES:
+        if value_type not in (*ARRAY_VALUE_TYPES, SCALAR_VALUE_TYPE, STRING_VALUE_TYPE):
             raise UnexpectedLayout(f"value type {value_type!r}")
-        leaves.append((parts, sort_key))
+        if value.get("skip_deserialize"):
+            raise UnexpectedLayout("values inside the msgpack tree (Orbax 0.4 aggregate)")
+        leaves.append((sort_key, parts, value_type))
     # jax's tree flattening (Orbax's metadata() order): dict keys sorted, lists by index
-    return sorted(leaves, key=lambda leaf: leaf[1])
+    return [(parts, value_type) for _, parts, value_type in sorted(leaves, key=lambda x: x[0])]
 
 
 def _zarr_headers(path: Path, names: Sequence[str], use_ocdbt: bool, use_zarr3: bool) -> list[Any]:
@@ -117,24 +124,59 @@ def _tree_document(path: Path) -> tuple[dict[str, Any], bool, bool]:
     if not isinstance(document, dict):
         raise UnexpectedLayout(f"{TREE_METADATA} is not an object")
     use_ocdbt, use_zarr3 = document.get("use_ocdbt"), document.get("use_zarr3")
+    if use_ocdbt is None:
+        # Orbax before 0.11 did not record it; its OCDBT saves have a manifest at the top.
+        use_ocdbt = (path / OCDBT_MANIFEST).is_file()
     if not isinstance(use_ocdbt, bool) or not isinstance(use_zarr3, bool):
         raise UnexpectedLayout("use_ocdbt/use_zarr3 missing")
     return document, use_ocdbt, use_zarr3
 
 
 def leaf_records(path: Path) -> list[LeafRecord]:
-    """One record per array, as ``checkpoint.leaf_records(metadata())`` gives, from the files."""
+    """One record per leaf, as ``metadata.leaf_records(metadata())`` gives, from the files.
+
+    Arrays need only their zarr headers; a Python scalar's value is read too (one
+    element), and a string's comes from ``_strings.json``.
+    """
     document, use_ocdbt, use_zarr3 = _tree_document(path)
     entries = _tree_entries(document)
-    names = [".".join(parts) for parts, _ in entries]
-    headers = _zarr_headers(path, names, use_ocdbt, use_zarr3)
+    stored = [(parts, kind) for parts, kind in entries if kind != STRING_VALUE_TYPE]
+    names = [".".join(parts) for parts, _ in stored]
+    headers = dict(zip(names, _zarr_headers(path, names, use_ocdbt, use_zarr3), strict=True))
+    stored_strings = strings(path) if len(stored) < len(entries) else {}
     specs = partition_specs(path)
+    read = None
     records = []
-    for (parts, _), header, name in zip(entries, headers, names, strict=True):
-        shape, dtype = _shape_and_dtype(header, use_zarr3)
+    for parts, kind in entries:
+        name = ".".join(parts)
+        if kind == STRING_VALUE_TYPE:
+            if not isinstance(stored_strings.get(name), str):
+                raise UnexpectedLayout(f"string {name!r} not in {STRINGS}")
+            records.append(LeafRecord.of_scalar(parts, stored_strings[name], "str"))
+            continue
+        shape, dtype = _shape_and_dtype(headers[name], use_zarr3)
+        if kind == SCALAR_VALUE_TYPE:
+            read = read or array_reader(path)
+            value = read(LeafRecord.of_array(parts, shape, dtype))
+            records.append(LeafRecord.of_scalar(parts, value.item(), python_type_name(dtype)))
+            continue
         sharding = describe_spec(specs[name]) if name in specs else None
         records.append(LeafRecord.of_array(parts, shape, dtype, sharding=sharding))
     return records
+
+
+def python_type_name(dtype: Any) -> str:
+    """The Python type Orbax restores a scalar of this dtype as: bool, int, float or complex."""
+    return {"b": "bool", "i": "int", "u": "int", "f": "float", "c": "complex"}.get(
+        dtype.kind, str(dtype)
+    )
+
+
+def strings(path: Path) -> dict[str, Any]:
+    document = _load_json(path / STRINGS)
+    if not isinstance(document, dict):
+        raise UnexpectedLayout(f"{STRINGS} is not an object")
+    return document
 
 
 def key_impls(path: Path) -> dict[str, str]:
@@ -206,3 +248,49 @@ def array_reader(path: Path) -> Any:
         return store.read().result()
 
     return read
+
+
+MSGPACK_TREE = "checkpoint"
+MAX_MSGPACK_TREE_BYTES = 1 << 30  # Orbax 0.4 aggregated only small trees into this file
+PLACEHOLDER_PREFIX = "PLACEHOLDER://"  # Orbax 0.4: "the value is in the array store"
+
+
+def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
+    """The leaves Orbax 0.4 stored inside its msgpack tree (``SaveArgs(aggregate=True)``).
+
+    ``None`` when there is no such file or its leaves are placeholders for arrays
+    stored in the array store (the default), which the zarr readers handle.
+    """
+    from flax.serialization import msgpack_restore
+
+    from icnn_cli.tree_paths import flatten_with_paths
+
+    file = path / MSGPACK_TREE
+    if not file.is_file() or file.stat().st_size > MAX_MSGPACK_TREE_BYTES:
+        return None
+    try:
+        tree = msgpack_restore(file.read_bytes())
+    except Exception as error:  # msgpack raises its own types for broken data
+        raise UnexpectedLayout(f"{MSGPACK_TREE}: {first_line(error)}") from None
+    leaves = dict(flatten_with_paths(tree))
+    if any(
+        isinstance(leaf, str) and leaf.startswith(PLACEHOLDER_PREFIX) for leaf in leaves.values()
+    ):
+        return None
+    return leaves
+
+
+def msgpack_leaf_records(path: Path) -> list[LeafRecord]:
+    """Records of an Orbax 0.4 aggregated tree, whose ``_METADATA`` has no shapes."""
+    import numpy as np
+
+    values = msgpack_values(path)
+    if values is None:
+        raise UnexpectedLayout(f"no values in {MSGPACK_TREE}")
+    records = []
+    for parts, value in values.items():
+        if isinstance(value, np.ndarray):
+            records.append(LeafRecord.of_array(parts, value.shape, value.dtype))
+        else:
+            records.append(LeafRecord.of_scalar(parts, value, type(value).__name__))
+    return records

@@ -9,11 +9,15 @@ checkpoint, re-running the init may give other numbers, so that is said.
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Mapping
+from typing import Any
 
-from icnn_cli.checkpoint.spec import CheckpointSpec
+from icnn_cli.checkpoint.layout import Checkpoint
+from icnn_cli.checkpoint.spec import METADATA_KEY, CheckpointSpec
+from icnn_cli.fingerprint import SHORT_DIGITS, short_fingerprint
 
-SHORT_HASH = 16  # hex digits shown in the header; the JSON has them all
+MAX_SHOWN_JSON = 200  # characters of custom metadata or metrics shown in the header
 
 
 def written_at(commit_timestamp_nsecs: object) -> str | None:
@@ -72,12 +76,37 @@ def header_lines(
         *when,
         (
             "fingerprint",
-            spec.fingerprint.removeprefix("sha256:")[:SHORT_HASH]
+            short_fingerprint(spec.fingerprint)
             + (f" ({fingerprint_note})" if fingerprint_note else ""),
         ),
     ]
     for sample in spec.gaussian_map_samples:
         lines.append(
-            (f"{sample.role} sample", f"sha256 {sample.sha256[:SHORT_HASH]}  {sample.path}")
+            (f"{sample.role} sample", f"sha256 {sample.sha256[:SHORT_DIGITS]}  {sample.path}")
         )
+    return lines
+
+
+def short_json(value: Any, limit: int = MAX_SHOWN_JSON) -> str:
+    """Compact JSON, cut at ``limit`` characters with the total said."""
+    text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def orbax_lines(checkpoint: Checkpoint) -> list[tuple[str, str]]:
+    """What Orbax recorded about the checkpoint: layout, items, start time, metadata, metrics."""
+    metadata = checkpoint.metadata
+    lines = [("layout", checkpoint.layout)]
+    if not checkpoint.single:
+        lines.append(("items", checkpoint.items_text()))
+    started = written_at(metadata.get("init_timestamp_nsecs"))
+    if started:
+        lines.append(("started", started.replace("T", " ").replace("Z", " UTC")))
+    custom = {
+        key: value for key, value in checkpoint.custom_metadata.items() if key != METADATA_KEY
+    }
+    if custom:
+        lines.append(("custom metadata", short_json(custom)))
+    if isinstance(metadata.get("metrics"), dict) and metadata["metrics"]:
+        lines.append(("metrics", short_json(metadata["metrics"])))
     return lines

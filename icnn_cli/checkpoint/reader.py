@@ -23,84 +23,134 @@ from typing import Any
 
 from icnn_cli.checkpoint import provenance
 from icnn_cli.checkpoint.arrays import iter_leaf_arrays
-from icnn_cli.checkpoint.layout import ensure_committed_checkpoint
-from icnn_cli.checkpoint.metadata import (
-    check_checkpoint_metadata_file,
-    quiet_absl,
-    read_leaf_records,
-    read_step_metadata,
-)
+from icnn_cli.checkpoint.layout import Checkpoint, Item, open_checkpoint
+from icnn_cli.checkpoint.metadata import quiet_absl, read_leaf_records, read_step_metadata
 from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
 from icnn_cli.fingerprint import StreamingFingerprint, short_fingerprint
 from icnn_cli.records import LeafRecord
 
 
+@dataclasses.dataclass(frozen=True)
+class TreePart:
+    """One PyTree item of the checkpoint, and the prefix its leaf paths get."""
+
+    item: Item
+    prefix: tuple[str, ...]  # (item name,) where the checkpoint has several items
+
+
 @dataclasses.dataclass
 class CheckpointReader:
-    """A committed checkpoint whose metadata has been checked, ready to stream its arrays.
+    """A committed checkpoint whose metadata has been checked, ready to stream its leaves.
+
+    Reads every PyTree item of the checkpoint (or the one asked for); where a step
+    has several items, leaf paths start with the item's name (``state/params/...``).
 
     Attributes:
       path: the checkpoint directory.
+      checkpoint: what :func:`~icnn_cli.checkpoint.layout.open_checkpoint` found there.
       spec: the embedded icnn spec, or ``None`` for a checkpoint icnn did not write.
-      leaves: one record per array, in the checkpoint's tree order.
+      leaves: one record per leaf, in tree order, item by item.
       computed_fingerprint: set once :meth:`arrays` has yielded every leaf.
       written_at: Orbax's commit time, ISO 8601 UTC, when recorded.
     """
 
     path: Path
+    checkpoint: Checkpoint
+    parts: list[TreePart]
     spec: CheckpointSpec | None
     leaves: list[LeafRecord]
     computed_fingerprint: str | None = None
     written_at: str | None = None
-    _step_metadata: Any = None
+    _step_metadata: dict[Path, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: Path) -> CheckpointReader:
-        """Check markers and metadata files; exit 2 for a non-checkpoint, 1 for damage.
+    def open(cls, path: Path, item: str | None = None) -> CheckpointReader:
+        """Check markers and metadata files; exit 2 for a non-checkpoint, 1 for damage."""
+        return cls.of(open_checkpoint(path), item)
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint, item: str | None = None) -> CheckpointReader:
+        """The PyTree items of ``checkpoint`` (just ``item``, when given).
 
         Opens no array: Orbax's ``metadata()`` (which opens every one) is only
         called when arrays are read, or when the metadata files look unfamiliar.
         """
+        if item is not None:
+            chosen = checkpoint.item(item)
+            if chosen.kind != "pytree":
+                raise IcnnError(f"--item {item}: is a {chosen.kind} item, not a PyTree")
+            trees = [chosen]
+        else:
+            trees = checkpoint.pytree_items()
+        several = item is None and len(checkpoint.items) > 1
+        parts = [TreePart(tree, (tree.label,) if several else ()) for tree in trees]
+        leaves = []
         with quiet_absl():
-            ensure_committed_checkpoint(path)
-            step = check_checkpoint_metadata_file(path)
-            leaves = read_leaf_records(path)
-        spec = parse_spec(step.get("custom_metadata") or {}, str(path))
-        written = provenance.written_at(step.get("commit_timestamp_nsecs"))
-        return cls(path=path, spec=spec, leaves=leaves, written_at=written)
+            for part in parts:
+                leaves += [
+                    dataclasses.replace(leaf, path=part.prefix + leaf.path)
+                    for leaf in _with_scalar_values(
+                        part.item.path, read_leaf_records(part.item.path)
+                    )
+                ]
+        metadata = checkpoint.metadata
+        return cls(
+            path=checkpoint.path,
+            checkpoint=checkpoint,
+            parts=parts,
+            spec=parse_spec(checkpoint.custom_metadata, str(checkpoint.path)),
+            leaves=leaves,
+            written_at=provenance.written_at(metadata.get("commit_timestamp_nsecs")),
+        )
 
-    @property
-    def step_metadata(self) -> Any:
-        """Orbax's step metadata (tree structure and custom metadata), read on first use."""
-        if self._step_metadata is None:
+    def step_metadata(self, part: TreePart) -> Any:
+        """Orbax's metadata of one item (its tree structure), read on first use."""
+        if part.item.path not in self._step_metadata:
             with quiet_absl():
-                self._step_metadata = read_step_metadata(self.path)
-        return self._step_metadata
+                self._step_metadata[part.item.path] = read_step_metadata(part.item.path)
+        return self._step_metadata[part.item.path]
 
     @property
     def recorded_fingerprint(self) -> str | None:
         return self.spec.fingerprint if self.spec else None
 
-    def arrays(self) -> Iterator[tuple[LeafRecord, Any]]:
-        """``(leaf, numpy array)`` sorted by path (the fingerprint's order), a few at a time.
+    def _stream(self, leaves: Sequence[LeafRecord]) -> Iterator[tuple[LeafRecord, Any]]:
+        """``leaves`` (prefixed paths) item by item, as ``(leaf, value)``."""
+        for part in sorted(self.parts, key=lambda part: part.prefix):
+            size = len(part.prefix)
+            mine = [
+                dataclasses.replace(leaf, path=leaf.path[size:])
+                for leaf in leaves
+                if leaf.path[:size] == part.prefix
+            ]
+            if not mine:
+                continue
 
-        Unchecked: use :meth:`verified_arrays` unless you compare the fingerprint
-        yourself (``icnn verify`` reports a mismatch instead of raising).
+            def metadata(part: TreePart = part) -> Any:
+                return self.step_metadata(part)
+
+            with quiet_absl():
+                for leaf, value in iter_leaf_arrays(part.item.path, metadata, mine):
+                    yield dataclasses.replace(leaf, path=part.prefix + leaf.path), value
+
+    def arrays(self) -> Iterator[tuple[LeafRecord, Any]]:
+        """``(leaf, value)`` sorted by path (the fingerprint's order), one leaf at a time.
+
+        Values are numpy arrays, and a non-array leaf's Python value. Unchecked: use
+        :meth:`verified_arrays` unless you compare the fingerprint yourself (``icnn
+        verify`` reports a mismatch instead of raising).
         """
         streaming = StreamingFingerprint()
         self.computed_fingerprint = None
-        in_path_order = sorted(self.leaves, key=lambda leaf: leaf.path)
-        with quiet_absl():
-            for leaf, array in iter_leaf_arrays(self.path, self.step_metadata, in_path_order):
-                streaming.add(leaf.path, array)
-                yield leaf, array
+        for leaf, value in self._stream(sorted(self.leaves, key=lambda leaf: leaf.path)):
+            streaming.add(leaf.path, value)
+            yield leaf, value
         self.computed_fingerprint = streaming.value()
 
     def arrays_of(self, leaves: Sequence[LeafRecord]) -> Iterator[tuple[LeafRecord, Any]]:
         """Just these leaves, unchecked: the fingerprint covers the whole tree."""
-        with quiet_absl():
-            yield from iter_leaf_arrays(self.path, self.step_metadata, leaves)
+        yield from self._stream(leaves)
 
     def verified_arrays(self) -> Iterator[tuple[LeafRecord, Any]]:
         """Like :meth:`arrays`, then raise ``IcnnError`` (exit 1) if the fingerprint differs.
@@ -123,6 +173,23 @@ class CheckpointReader:
             raise ValueError("check_fingerprint() needs every leaf read first")
         if self.computed_fingerprint != recorded:
             raise fingerprint_mismatch(self.path, recorded, self.computed_fingerprint)
+
+
+def _with_scalar_values(path: Path, leaves: list[LeafRecord]) -> list[LeafRecord]:
+    """Python scalars whose value the metadata fallback could not give, read (one element each)."""
+    import numpy as np
+
+    missing = [leaf for leaf in leaves if leaf.scalar and leaf.value is None]
+    if not missing:
+        return leaves
+    values = {
+        leaf.path: np.asarray(value).item()
+        for leaf, value in iter_leaf_arrays(path, lambda: read_step_metadata(path), missing)
+    }
+    return [
+        dataclasses.replace(leaf, value=values[leaf.path]) if leaf.path in values else leaf
+        for leaf in leaves
+    ]
 
 
 def fingerprint_mismatch(path: Path, recorded: str, found: str) -> IcnnError:

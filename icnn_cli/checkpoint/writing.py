@@ -17,14 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from icnn_cli.checkpoint.layout import (
-    ASIDE_TAG,
-    COMMIT_MARKER,
-    ORBAX_TMP_SUFFIX,
-    STAGING_TAG,
-    TREE_METADATA,
-    leftovers,
-)
+from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
+from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG, leftovers
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
 
 _AT_FDCWD = -100

@@ -16,7 +16,9 @@ def complete_item_names(ctx: typer.Context, incomplete: str) -> list[str]:
     """``--item``: the item names of the checkpoint (or step, with ``--step``) at PATH."""
     from icnn_cli.checkpoint.layout import locate
 
-    path = ctx.params.get("path")
+    # With the cursor after "--item", Click's resilient parse stops at the option
+    # lacking its value and leaves PATH unparsed, in ctx.args.
+    path = ctx.params.get("path") or next(iter(ctx.args), None)
     if path is None:
         return []
     try:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from icnn_cli.cli.completion import complete_item_names
 from icnn_cli.cli.errors import reported_errors
 from icnn_cli.cli.options import JsonOpt
 from icnn_cli.cli.output import Output
@@ -23,8 +24,8 @@ def inspect(
     path: Annotated[
         Path,
         typer.Argument(
-            help="Orbax checkpoint directory, or a CheckpointManager root (numbered step "
-            "directories).",
+            help="Orbax checkpoint directory (one item, or a step with items), or a root of "
+            "steps (a CheckpointManager's or a v1 training Checkpointer's directory).",
             show_default=False,
         ),
     ],
@@ -68,8 +69,19 @@ def inspect(
         int | None,
         typer.Option(
             "--step",
-            help="When PATH is an Orbax CheckpointManager root: inspect this step "
-            "(default: the latest).",
+            help="When PATH is a root of steps (Orbax CheckpointManager, v1 training "
+            "Checkpointer): inspect this step (default: the latest).",
+            show_default=False,
+        ),
+    ] = None,
+    item: Annotated[
+        str | None,
+        typer.Option(
+            "--item",
+            metavar="NAME",
+            help="When the checkpoint is a step with several items (e.g. 'state' and a "
+            "JSON 'meta'): show only this one; leaf paths then lose the item prefix.",
+            autocompletion=complete_item_names,
             show_default=False,
         ),
     ] = None,
@@ -113,7 +125,9 @@ def inspect(
             json_mode=json_output or output_format == OutputFormat.json,
             markdown_mode=output_format == OutputFormat.md,
         )
-        summary = inspect_checkpoint(path, with_stats=stats, globs=filters or (), step=step)
+        summary = inspect_checkpoint(
+            path, with_stats=stats, globs=filters or (), step=step, item=item
+        )
         for warning in summary.warnings:
             output.warn(warning)
         if not health:
@@ -125,11 +139,10 @@ def inspect(
             return
         from icnn_cli.analysis.health import DEFAULT_PROBE, probe_health
         from icnn_cli.analysis.loading import load_model
-        from icnn_cli.checkpoint.layout import resolve_manager_step
+        from icnn_cli.checkpoint.layout import locate
         from icnn_cli.render.reports import render_health, render_health_markdown
 
-        manager_step = resolve_manager_step(path, step)
-        checkpoint_path = manager_step.item if manager_step is not None else path
+        checkpoint_path = locate(path, step).checkpoint.path
         report = probe_health(load_model(checkpoint_path, config_flag=None), probe or DEFAULT_PROBE)
         output.result(
             lambda: {**summary.as_json(max_depth=depth), "health": report.as_json()},

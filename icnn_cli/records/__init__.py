@@ -15,10 +15,11 @@ from icnn_cli.records.leaves import (
     leaf_statistics,
     records_of_tree,
 )
-from icnn_cli.records.summary import Summary, format_bytes
+from icnn_cli.records.summary import ItemRecord, Summary, format_bytes
 from icnn_cli.records.tree import SummaryRow, summary_rows, tree_rows
 
 __all__ = [
+    "ItemRecord",
     "LeafFilter",
     "LeafRecord",
     "LeafStats",

@@ -146,8 +146,12 @@ class LeafRecord:
     @classmethod
     def of_scalar(cls, path: tuple[str, ...], value: Any, type_name: str) -> LeafRecord:
         """The record of a non-array leaf: its Python type's name and its value (if known)."""
-        size = len(value.encode()) if isinstance(value, str) else 8
-        return cls(path, (), type_name, size if value is not None else 0, value=value, scalar=True)
+        # Orbax stores a number as one 8-byte element; a string as its UTF-8 bytes.
+        if type_name == "str":
+            size = len(value.encode()) if isinstance(value, str) else 0
+        else:
+            size = 8
+        return cls(path, (), type_name, size, value=value, scalar=True)
 
     @property
     def is_array(self) -> bool:

@@ -11,6 +11,28 @@ from icnn_cli.records.tree import limit_depth, tree_rows
 
 
 @dataclasses.dataclass(frozen=True)
+class ItemRecord:
+    """An item of a checkpoint that is not a PyTree: a JSON document, or something unknown.
+
+    A JSON item carries its ``content`` when short, else the ``keys`` of its object.
+    """
+
+    name: str
+    kind: str
+    nbytes: int
+    content: Any = None
+    keys: tuple[str, ...] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"name": self.name, "kind": self.kind, "bytes": self.nbytes}
+        if self.keys is not None:
+            record["keys"] = list(self.keys)
+        elif self.kind == "json":
+            record["content"] = self.content
+        return record
+
+
+@dataclasses.dataclass(frozen=True)
 class Summary:
     """What ``icnn init`` wrote or ``icnn inspect`` found: header facts and leaves.
 
@@ -25,6 +47,7 @@ class Summary:
     written_at: str | None = None  # Orbax's commit time, ISO 8601 UTC
     warnings: Sequence[str] = ()  # e.g. installed versions that differ from the writer's
     manager_step: dict[str, Any] | None = None  # CheckpointManager root, steps, chosen step
+    items: Sequence[ItemRecord] = ()  # the items that are not PyTrees (JSON, unknown)
 
     @property
     def total_params(self) -> int:
@@ -40,29 +63,33 @@ class Summary:
 
     def as_json(self, max_depth: int | None = None) -> dict[str, Any]:
         """Every leaf, never collapsed; ``modules`` gives subtotals down to ``max_depth``."""
-        return {
-            "path": self.path,
-            "written_at": self.written_at,
-            "warnings": list(self.warnings),
-            "total_params": self.total_params,
-            "total_bytes": self.total_bytes,
-            "filter": self.leaf_filter.as_json() if self.leaf_filter else None,
-            "leaves": [leaf.as_json() for leaf in self.leaves],
-            "modules": [
-                {
-                    "path": "/".join(row.path),
-                    "depth": row.depth,
-                    "params": row.params,
-                    "bytes": row.nbytes,
-                    "arrays": row.arrays,
-                }
-                # how many of the module's leaves carry each flag
-                | ({"flags": dict(row.flag_counts)} if self.with_stats else {})
-                for row in limit_depth(tree_rows(self.leaves), max_depth)
-                if not row.is_leaf
-            ],
-            "spec": self.spec,
-        } | ({"checkpoint_manager": self.manager_step} if self.manager_step else {})
+        return (
+            {
+                "path": self.path,
+                "written_at": self.written_at,
+                "warnings": list(self.warnings),
+                "total_params": self.total_params,
+                "total_bytes": self.total_bytes,
+                "filter": self.leaf_filter.as_json() if self.leaf_filter else None,
+                "leaves": [leaf.as_json() for leaf in self.leaves],
+                "modules": [
+                    {
+                        "path": "/".join(row.path),
+                        "depth": row.depth,
+                        "params": row.params,
+                        "bytes": row.nbytes,
+                        "arrays": row.arrays,
+                    }
+                    # how many of the module's leaves carry each flag
+                    | ({"flags": dict(row.flag_counts)} if self.with_stats else {})
+                    for row in limit_depth(tree_rows(self.leaves), max_depth)
+                    if not row.is_leaf
+                ],
+                "spec": self.spec,
+            }
+            | ({"checkpoint_manager": self.manager_step} if self.manager_step else {})
+            | ({"items": [item.as_json() for item in self.items]} if self.items else {})
+        )
 
 
 def format_bytes(count: int) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from icnn_cli.records import Summary, SummaryRow, format_bytes, summary_rows
+from icnn_cli.checkpoint.provenance import short_json
+from icnn_cli.records import ItemRecord, Summary, SummaryRow, format_bytes, summary_rows
 from icnn_cli.records.leaves import LeafStats
 from icnn_cli.render.table import (
     Cell,
@@ -84,15 +85,33 @@ def tree_columns(summary: Summary) -> list[Column[SummaryRow]]:
 
 
 def total_line(summary: Summary) -> str:
-    totals = (
-        f"{summary.total_params:,} params, {format_bytes(summary.total_bytes)} "
-        f"in {len(summary.leaves):,}"
+    arrays = sum(1 for leaf in summary.leaves if leaf.is_array)
+    others = len(summary.leaves) - arrays
+    counted = f"{arrays:,}" + (
+        f" array{'s' * (arrays != 1)} and {others:,} other leaves" if others else ""
     )
+    totals = f"{summary.total_params:,} params, {format_bytes(summary.total_bytes)} in {counted}"
     chosen = summary.leaf_filter
     if chosen is None:
-        return f"total: {totals} arrays"
+        return f"total: {totals}" + ("" if others else " arrays")
     globs = " ".join(chosen.globs)
-    return f"total of filtered leaves ({globs}): {totals} of {chosen.of:,} arrays"
+    return f"total of filtered leaves ({globs}): {totals} of {chosen.of:,}" + (
+        " leaves" if others else " arrays"
+    )
+
+
+def _item_content(item: ItemRecord) -> str:
+    if item.keys is not None:
+        return f"keys: {', '.join(item.keys)}"
+    return short_json(item.content) if item.kind == "json" else ""
+
+
+ITEM_COLUMNS: list[Column[ItemRecord]] = [
+    Column("item", lambda item: text_cell(item.name, "module")),
+    Column("kind", lambda item: text_cell(item.kind)),
+    Column("bytes", lambda item: text_cell(format_bytes(item.nbytes)), justify="right"),
+    Column("content", lambda item: text_cell(_item_content(item), "code")),
+]
 
 
 def render_table(summary: Summary, *, expand: bool = False, max_depth: int | None = None) -> Any:
@@ -102,13 +121,19 @@ def render_table(summary: Summary, *, expand: bool = False, max_depth: int | Non
 
     from icnn_cli.render.safe_text import visible
 
-    rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
-    table = rich_table(
-        tree_columns(summary), rows, row_style=lambda row: None if row.is_leaf else "bold"
-    )
-    header = rich_facts([("path", summary.path), *summary.header])
-    total = Text(visible(total_line(summary)), style="bold")
-    return Group(header, Text(""), table, Text(""), total)
+    parts: list[Any] = [rich_facts([("path", summary.path), *summary.header]), Text("")]
+    if summary.leaves or not summary.items:
+        rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
+        parts += [
+            rich_table(
+                tree_columns(summary), rows, row_style=lambda row: None if row.is_leaf else "bold"
+            ),
+            Text(""),
+            Text(visible(total_line(summary)), style="bold"),
+        ]
+    if summary.items:
+        parts += [Text(""), rich_table(ITEM_COLUMNS, summary.items)]
+    return Group(*parts)
 
 
 def render_markdown(summary: Summary, *, expand: bool = False, max_depth: int | None = None) -> str:
@@ -116,8 +141,11 @@ def render_markdown(summary: Summary, *, expand: bool = False, max_depth: int | 
 
     The tree keeps its guides, with no-break spaces so Markdown does not collapse them.
     """
-    rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
     lines = markdown_facts([("path", summary.path), *summary.header], code=("path",))
-    lines += ["", *markdown_table(tree_columns(summary), rows)]
-    lines += ["", f"**{markdown_text(total_line(summary))}**"]
+    if summary.leaves or not summary.items:
+        rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
+        lines += ["", *markdown_table(tree_columns(summary), rows)]
+        lines += ["", f"**{markdown_text(total_line(summary))}**"]
+    if summary.items:
+        lines += ["", *markdown_table(ITEM_COLUMNS, summary.items)]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,58 @@
+"""Temporary directories beside a checkpoint: Orbax's tmp saves, icnn's staging and aside copies.
+
+None of them is a checkpoint: a reader refuses them by name, and a writer removes
+the ones whose owner process is gone (or puts an interrupted swap's aside copy back).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"
+STAGING_TAG = ".icnn-staging-"
+ASIDE_TAG = ".icnn-aside-"  # the old checkpoint during a fallback (non-renameat2) swap
+TEMPORARY_TAGS = (ORBAX_TMP_SUFFIX, STAGING_TAG, ASIDE_TAG)
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is named as an unfinished save (Orbax's or icnn's)."""
+    return any(tag in path.name for tag in TEMPORARY_TAGS)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def leftovers(target: Path, tag: str) -> list[tuple[Path, bool]]:
+    """``(path, owner is gone)`` for each temporary named ``.<target><tag><pid>...``."""
+    prefix = f".{target.name}{tag}"
+    if not target.parent.is_dir():
+        return []
+    found = []
+    for candidate in sorted(target.parent.iterdir()):
+        if not candidate.name.startswith(prefix):
+            continue
+        pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
+        owner_alive = (
+            pid_text.isdigit() and int(pid_text) != os.getpid() and process_alive(int(pid_text))
+        )
+        found.append((candidate, not owner_alive))
+    return found
+
+
+def interrupted_swap_hint(target: Path) -> str:
+    """Where an interrupted ``--force`` swap left the previous checkpoint, if it did."""
+    for candidate, owner_gone in leftovers(target, ASIDE_TAG):
+        if owner_gone:
+            return (
+                f" (an interrupted 'icnn init --force' left the previous checkpoint at "
+                f"{candidate}; the next 'icnn init' with this --out puts it back)"
+            )
+    return ""
