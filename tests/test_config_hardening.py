@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ import pytest
 
 from icnn_cli import yaml_source
 from icnn_cli.config import load_config
+from tests.helpers import ICNN
 
 GOOD_MODEL = "model: {dim_data: 2, dim_hidden: [8]}\n"
-ICNN = Path(sys.executable).parent / "icnn"
 
 
 def billion_laughs(levels: int = 9) -> str:
@@ -365,3 +364,22 @@ def test_a_shell_pipeline_into_init(tmp_path):
     )
     assert inspected.returncode == 0, inspected.stderr
     assert json.loads(inspected.stdout)["spec"]["config"]["model"]["dim_data"] == 3
+
+
+def test_check_reads_its_architecture_config_from_stdin(runner, tmp_path):
+    from icnn_cli.cli import app
+
+    tiny = "model: {dim_data: 2, dim_hidden: [4]}\n"
+    ckpt = str(tmp_path / "ckpt")
+    assert runner.invoke(app, ["init", "-c", "-", "--out", ckpt], input=tiny).exit_code == 0
+
+    same = runner.invoke(app, ["check", ckpt, "--config", "-", "--json"], input=tiny)
+    other = runner.invoke(app, ["check", ckpt, "--config", "-"], input=tiny.replace("[4]", "[5]"))
+    broken = runner.invoke(app, ["check", ckpt, "--config", "-"], input="model: [\n")
+
+    assert same.exit_code in (0, 1), same.stderr  # 1: the verdict is not 'certified'
+    assert json.loads(same.stdout)
+    assert other.exit_code == 2
+    assert "does not match --config -:" in other.stderr
+    assert broken.exit_code == 2
+    assert broken.stderr.startswith("icnn: error: <stdin>:2:1: YAML error")
