@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from icnn_cli.checkpoint.layout import Checkpoint, Location, locate, steps_text
+from icnn_cli.checkpoint.layout import TREE_KINDS, Checkpoint, Location, locate, steps_text
 from icnn_cli.checkpoint.metadata import item_bytes, read_json_item
 from icnn_cli.checkpoint.provenance import (
     MAX_SHOWN_JSON,
@@ -96,7 +96,7 @@ def inspect_checkpoint(
 
 
 def _is_tree(checkpoint: Checkpoint, item: str | None) -> bool:
-    return item is None or checkpoint.item(item).kind == "pytree"
+    return item is None or checkpoint.item(item).kind in TREE_KINDS
 
 
 def _statistics(leaf: LeafRecord, value: Any) -> LeafStats | None:
@@ -110,7 +110,7 @@ def _other_items(checkpoint: Checkpoint, chosen: str | None) -> list[ItemRecord]
     """The items that are not PyTrees (only the chosen one, with ``--item``)."""
     records = []
     for item in checkpoint.items:
-        if item.kind == "pytree" or (chosen is not None and item.name != chosen):
+        if item.kind in TREE_KINDS or (chosen is not None and item.name != chosen):
             continue
         nbytes = item_bytes(item)
         if item.kind != "json":

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from icnn_cli.checkpoint.single_files import FILE_KINDS, LAYOUTS, sniff
 from icnn_cli.checkpoint.spec import METADATA_KEY
 from icnn_cli.checkpoint.temporaries import interrupted_swap_hint, is_temporary
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
@@ -50,7 +51,8 @@ MAX_CHECKPOINT_METADATA_BYTES = 4 << 20  # Orbax's own entries plus an icnn spec
 STEP_NAME = re.compile(r"^(?:(?P<prefix>.+)_)?(?P<number>\d+)$")
 FIRST_RELEASE_WITH_MARKER = (0, 12, 3)
 
-ItemKind = Literal["pytree", "json", "unknown"]
+ItemKind = Literal["pytree", "json", "unknown", "safetensors", "npz", "msgpack"]
+TREE_KINDS = ("pytree", *FILE_KINDS)  # items that hold a tree of arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +105,8 @@ class Checkpoint:
         return self.metadata.get("custom_metadata") or {}
 
     def pytree_items(self) -> list[Item]:
-        return [item for item in self.items if item.kind == "pytree"]
+        """The items that hold a tree of arrays (Orbax PyTrees, or a single weights file)."""
+        return [item for item in self.items if item.kind in TREE_KINDS]
 
     def item(self, name: str) -> Item:
         """The item called ``name`` (``--item``)."""
@@ -337,7 +340,13 @@ def open_checkpoint(path: Path) -> Checkpoint:
     if not path.exists():
         raise _not_found(path)
     if not path.is_dir():
-        raise IcnnError(f"{path}: not an Orbax checkpoint (it is a file, not a directory)")
+        kind = sniff(path)
+        if kind is None:
+            raise IcnnError(
+                f"{path}: not an Orbax checkpoint (it is a file, not a directory), nor a "
+                "safetensors, .npz or Flax msgpack file"
+            )
+        return Checkpoint(path, (Item(None, path, kind),), LAYOUTS[kind], {})
     if is_temporary(path):
         raise IcnnError(
             f"{path}: an unfinished save left this temporary directory; it is not a checkpoint"
@@ -365,7 +374,7 @@ def locate(path: Path, step: int | None = None) -> Location:
     """A checkpoint, or the step ``step`` (default: the latest) of a root of steps."""
     if not path.exists():
         raise _not_found(path)
-    is_checkpoint_itself = path.is_dir() and (
+    is_checkpoint_itself = not path.is_dir() or (
         _is_single_item(path)
         or (path / CHECKPOINT_METADATA).is_file()
         or (path / V1_MARKER).is_file()

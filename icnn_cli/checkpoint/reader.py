@@ -21,10 +21,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from icnn_cli.checkpoint import provenance
+from icnn_cli.checkpoint import provenance, single_files
 from icnn_cli.checkpoint.arrays import iter_leaf_arrays
-from icnn_cli.checkpoint.layout import Checkpoint, Item, open_checkpoint
+from icnn_cli.checkpoint.layout import TREE_KINDS, Checkpoint, Item, open_checkpoint
 from icnn_cli.checkpoint.metadata import quiet_absl, read_leaf_records, read_step_metadata
+from icnn_cli.checkpoint.single_files import FILE_KINDS
 from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
 from icnn_cli.fingerprint import StreamingFingerprint, short_fingerprint
@@ -78,7 +79,7 @@ class CheckpointReader:
         """
         if item is not None:
             chosen = checkpoint.item(item)
-            if chosen.kind != "pytree":
+            if chosen.kind not in TREE_KINDS:
                 raise IcnnError(f"--item {item}: is a {chosen.kind} item, not a PyTree")
             trees = [chosen]
         else:
@@ -90,9 +91,7 @@ class CheckpointReader:
             for part in parts:
                 leaves += [
                     dataclasses.replace(leaf, path=part.prefix + leaf.path)
-                    for leaf in _with_scalar_values(
-                        part.item.path, read_leaf_records(part.item.path)
-                    )
+                    for leaf in _item_records(part.item)
                 ]
         metadata = checkpoint.metadata
         return cls(
@@ -130,8 +129,12 @@ class CheckpointReader:
             def metadata(part: TreePart = part) -> Any:
                 return self.step_metadata(part)
 
+            if part.item.kind in FILE_KINDS:
+                values = single_files.iter_values(part.item.path, part.item.kind, mine)
+            else:
+                values = iter_leaf_arrays(part.item.path, metadata, mine)
             with quiet_absl():
-                for leaf, value in iter_leaf_arrays(part.item.path, metadata, mine):
+                for leaf, value in values:
                     yield dataclasses.replace(leaf, path=part.prefix + leaf.path), value
 
     def arrays(self) -> Iterator[tuple[LeafRecord, Any]]:
@@ -173,6 +176,12 @@ class CheckpointReader:
             raise ValueError("check_fingerprint() needs every leaf read first")
         if self.computed_fingerprint != recorded:
             raise fingerprint_mismatch(self.path, recorded, self.computed_fingerprint)
+
+
+def _item_records(item: Item) -> list[LeafRecord]:
+    if item.kind in FILE_KINDS:
+        return single_files.leaf_records(item.path, item.kind)
+    return _with_scalar_values(item.path, read_leaf_records(item.path))
 
 
 def _with_scalar_values(path: Path, leaves: list[LeafRecord]) -> list[LeafRecord]:

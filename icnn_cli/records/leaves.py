@@ -147,10 +147,8 @@ class LeafRecord:
     def of_scalar(cls, path: tuple[str, ...], value: Any, type_name: str) -> LeafRecord:
         """The record of a non-array leaf: its Python type's name and its value (if known)."""
         # Orbax stores a number as one 8-byte element; a string as its UTF-8 bytes.
-        if type_name == "str":
-            size = len(value.encode()) if isinstance(value, str) else 0
-        else:
-            size = 8
+        text = value if isinstance(value, str) else ""
+        size = len(text.encode()) if type_name == "str" else 8
         return cls(path, (), type_name, size, value=value, scalar=True)
 
     @property
