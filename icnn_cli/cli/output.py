@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from icnn_cli.render.safe_text import visible
+
 PLAIN_WIDTH = 120  # enough for the widest tree rows when stdout is a file or pipe
 
 
@@ -78,11 +80,12 @@ class Output:
             def line(text: str) -> None:
                 nonlocal count
                 count += 1
-                sys.stderr.write(f"icnn: [{count}/{total}] {text}\n")
+                sys.stderr.write(f"icnn: [{count}/{total}] {visible(text)}\n")
                 sys.stderr.flush()
 
             yield line
             return
+        from rich.markup import escape
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         with Progress(
@@ -94,12 +97,14 @@ class Output:
             transient=True,
         ) as bar:
             task = bar.add_task(description, total=total)
-            yield lambda text: bar.update(task, advance=1, description=text)
+            yield lambda text: bar.update(task, advance=1, description=escape(visible(text)))
 
+    # Messages quote keys, paths and globs that came from a checkpoint, a config or
+    # the command line, so they pass visible() too: one line, nothing executed.
     @staticmethod
     def warn(message: str) -> None:
-        sys.stderr.write(f"icnn: warning: {message}\n")
+        sys.stderr.write(f"icnn: warning: {visible(message)}\n")
 
     @staticmethod
     def error(message: str) -> None:
-        sys.stderr.write(f"icnn: error: {message}\n")
+        sys.stderr.write(f"icnn: error: {visible(message)}\n")

@@ -87,7 +87,7 @@ def render_verify(reports: list[VerifyReport]) -> Any:
             ("integrity", report.integrity),
             ("reproducibility", report.reproducibility),
         ):
-            checks.add_row(f"  {name}", check.status, _text(check.detail))
+            checks.add_row(_text(f"  {name}"), _text(check.status), _text(check.detail))
         parts.append(checks)
     return _group(*parts)
 
