@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ CONFIGS = {path.stem: path.read_text() for path in sorted((REPO / "configs").glo
 # configs/large.yaml (36M parameters) is only fuzzed with --dry-run.
 SMALL = [name for name in CONFIGS if name != "large"]
 
-EXAMPLES = 80
+# ICNN_FUZZ_EXAMPLES=2000 fuzzes longer, with fresh random draws (not part of make test).
+LONG_RUN = os.environ.get("ICNN_FUZZ_EXAMPLES")
+EXAMPLES = int(LONG_RUN or 80)
 
 RETYPED = ["x", "", [], {}, None, True, 1.5, -1, [1, "a"], {"name": 3}, "derive", "-"]
 JUNK = [
@@ -180,7 +183,7 @@ COUNTER = itertools.count()
 
 @settings(
     max_examples=EXAMPLES,
-    derandomize=True,
+    derandomize=LONG_RUN is None,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
