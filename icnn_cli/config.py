@@ -394,11 +394,6 @@ def load_config(path: Path | str) -> IcnnConfig:
     return yaml_source.read_yaml_mapping(path).validate(IcnnConfig)
 
 
-def parse_config(text: str, source: str = "<string>") -> IcnnConfig:
-    """Parse and validate YAML ``text``; errors name ``source`` and the line."""
-    return yaml_source.parse_yaml_mapping(text, source).validate(IcnnConfig)
-
-
 def config_directory(path: Path | str) -> Path:
     """Where relative sample-file paths start: the config's directory, or the current
     directory for a config read from standard input (``-``)."""
