@@ -258,7 +258,7 @@ class _BoundedLoader(yaml.SafeLoader):
         depth = 1 + max((child_depth for _, child_depth in measures), default=0)
         expanded = " once aliases are expanded" if self.aliases else ""
         if nodes > MAX_NODES:
-            self._refuse(mark, f"more than {MAX_NODES} values{expanded}; refusing to expand it")
+            self._refuse(mark, f"more than {MAX_NODES} values{expanded}")
         if depth > MAX_DEPTH:
             self._refuse(mark, f"nested more than {MAX_DEPTH} levels deep{expanded}")
         return nodes, depth
