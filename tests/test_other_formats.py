@@ -131,3 +131,22 @@ def test_a_file_of_no_known_format_is_refused(icnn, tmp_path):
         f"icnn: error: {other}: not an Orbax checkpoint (it is a file, not a directory), nor a "
         "safetensors, .npz or Flax msgpack file\n"
     )
+
+
+def test_check_reads_an_npz_export_with_its_config(icnn, write_config, tmp_path):
+    """The analysis verbs read what inspect reads: an ICNN's params exported to .npz."""
+    import icnn_cli
+    from icnn_cli.tree_paths import flatten_with_paths
+
+    config = write_config({"model": tiny_model(pos_weights=True)})
+    _, variables = icnn_cli.init(config, seed=1)
+    export = tmp_path / "params.npz"
+    np.savez(
+        export,
+        **{"/".join(parts): np.asarray(leaf) for parts, leaf in flatten_with_paths(variables)},
+    )
+
+    result = icnn("check", export, "--config", config, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["verdict"] == "certified"

@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli import model
-from icnn_cli.checkpoint.arrays import restore_variables
-from icnn_cli.checkpoint.metadata import quiet_absl
-from icnn_cli.checkpoint.reader import CheckpointReader, fingerprint_mismatch
+from icnn_cli.checkpoint.layout import open_checkpoint
+from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec, SampleSpec
 from icnn_cli.config import IcnnConfig, ModelConfig
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
-from icnn_cli.fingerprint import fingerprint
 from icnn_cli.tree_paths import flatten_with_paths
 
 NPY_HEADER_BYTES = 1 << 16  # numpy caps .npy headers far below this
@@ -98,10 +96,23 @@ def _structure_samples(dim_data: int) -> tuple[Any, Any]:
     return stand_in, stand_in
 
 
-def verify_fingerprint(path: Path, spec: CheckpointSpec, variables: Any) -> None:
-    actual = fingerprint(variables)
-    if actual != spec.fingerprint:
-        raise fingerprint_mismatch(path, spec.fingerprint, actual)
+def read_variables(reader: CheckpointReader) -> dict[str, Any]:
+    """The reader's whole tree as nested dicts, fingerprint checked, typed keys as keys.
+
+    Read leaf by leaf through the same reader as ``inspect --stats`` and ``diff``, so
+    every layout they read loads too (and a sharded save onto one device).
+    """
+    import jax
+
+    tree: dict[str, Any] = {}
+    for leaf, value in reader.verified_arrays():
+        if leaf.key_impl:
+            value = jax.random.wrap_key_data(value, impl=leaf.key_impl)
+        node = tree
+        for part in leaf.path[:-1]:
+            node = node.setdefault(part, {})
+        node[leaf.path[-1]] = value
+    return tree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,9 +153,10 @@ def load_model(
     from icnn_cli.config import load_config
 
     path = Path(path)
-    reader = CheckpointReader.open(path)
+    checkpoint = open_checkpoint(path)
+    tree = checkpoint.only_pytree(" (an ICNN has one)")
+    reader = CheckpointReader.of(checkpoint, tree.name)
     spec = reader.spec
-    tree = reader.checkpoint.only_pytree(" (an ICNN has one)")
     if config_path is None:
         if spec is None:
             hint = f"; give its architecture with {config_flag} CFG.yaml" if config_flag else ""
@@ -159,10 +171,7 @@ def load_model(
         samples, _ = model.load_gaussian_map_samples(config.model, config_path.parent)
         structure = samples
     module = model.build_icnn(config.model, structure)
-    with quiet_absl():
-        variables = restore_variables(tree.path)
-    if spec is not None:
-        verify_fingerprint(path, spec, variables)
+    variables = read_variables(reader)
     # a foreign checkpoint may hold the params collection itself, without the 'params' key
     params = {"params": variables.get("params", variables)}
     _check_architecture(path, config_path, module, config.model.dim_data, params)

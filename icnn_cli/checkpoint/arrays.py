@@ -133,28 +133,3 @@ def _restore_with(path: Path, restore_args: Any) -> Any:
             raise IcnnError(
                 f"{path}: cannot read array data ({first_line(error)})", RUNTIME_ERROR
             ) from None
-
-
-def restore_variables(path: Path) -> Any:
-    """The whole tree on this process's first device, whatever mesh wrote it.
-
-    A bare ``restore`` insists on the saved topology ("Topology mismatch" for a
-    checkpoint written by 8 devices), so the target comes from the metadata.
-    """
-    import jax
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as checkpointer:
-        tree = metadata_tree(checkpointer.metadata(path.absolute()))
-        one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(
-            lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=one_device),
-            tree,
-            is_leaf=is_value_metadata,
-        )
-        try:
-            return checkpointer.restore(path.absolute(), target)
-        except Exception as error:  # see _restore_with
-            raise IcnnError(
-                f"{path}: cannot read array data ({first_line(error)})", RUNTIME_ERROR
-            ) from None
