@@ -31,7 +31,8 @@ def select_device(platform: str | None) -> Any:
         ) from None
 
 
-def _init_function(module: Any, init: InitConfig) -> Any:
+def init_function(module: Any, init: InitConfig) -> Any:
+    """``module.init`` with the options the config sets (method, mutable, intermediates)."""
     # Only arguments the config sets are passed, so the default case is the
     # very call users write: jax.jit(module.init)(key, x).
     options: dict[str, Any] = {}
@@ -67,7 +68,7 @@ def compiled_init(
 
     inputs = dummy_input(input_shape)
     if out_shardings is None:
-        jitted = jax.jit(_init_function(module, init))
+        jitted = jax.jit(init_function(module, init))
 
         def run(rngs: Any) -> Any:
             return cast_floating(jitted(rngs, inputs), init.dtype)
@@ -78,11 +79,11 @@ def compiled_init(
             "a sharded init needs jax_threefry_partitionable on (unset "
             "JAX_THREEFRY_PARTITIONABLE): without it the values would depend on the mesh"
         )
-    init_function = _init_function(module, init)
+    function = init_function(module, init)
 
     def init_and_cast(rngs: Any, inputs: Any) -> Any:
         # Cast inside the jit, so no float32 copy of a shard outlives it.
-        return cast_floating(init_function(rngs, inputs), init.dtype)
+        return cast_floating(function(rngs, inputs), init.dtype)
 
     sharded = jax.jit(init_and_cast, out_shardings=out_shardings)
     return lambda rngs: sharded(rngs, inputs)
@@ -96,7 +97,7 @@ def abstract_variables(
 
     # The dummy input stays abstract too: a dry run of dim_data 2e12 must not allocate 8 TB.
     abstract_input = jax.eval_shape(lambda: dummy_input(input_shape))
-    shapes = jax.eval_shape(_init_function(module, init), rngs, abstract_input)
+    shapes = jax.eval_shape(init_function(module, init), rngs, abstract_input)
     return cast_floating(shapes, init.dtype)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from icnn_cli import distributed, model, rngs
+from icnn_cli import distributed, export_cache, model, rngs
 from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.provenance import header_lines
 from icnn_cli.checkpoint.spec import (
@@ -35,6 +35,7 @@ class InitRequest:
     force: bool = False
     platform: str | None = None
     dry_run: bool = False
+    compile_cache: Path | None = None  # JAX's compile cache in use; the export cache is inside
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +60,49 @@ class PreparedInit:
     sample_files: list[model.SampleFile]
     versions: dict[str, str]
     layout: Layout | None = None  # with a mesh: where each leaf lives
-    module: Any = None  # the OTT ICNN whose init this is (icnn_cli.init returns it)
+    module: Any = None  # the OTT ICNN whose init this is; None when loaded from the export cache
+    exported: str | None = None  # "stored" or "loaded": run as the cached jax.export program
 
 
-def prepare_init(config: IcnnConfig, config_dir: Path, platform: str | None) -> PreparedInit:
-    """Build the ICNN and its jitted init once; every seed then only runs it."""
+def prepare_init(
+    config: IcnnConfig, config_dir: Path, platform: str | None, compile_cache: Path | None = None
+) -> PreparedInit:
+    """Build the ICNN and its jitted init once; every seed then only runs it.
+
+    With ``compile_cache`` (the directory :func:`~icnn_cli.compile_cache.configure_compile_cache`
+    set up), the init is also exported there (:mod:`icnn_cli.export_cache`), and a later call
+    with the same architecture loads that export instead of building the module: no OTT or
+    Flax import. Without it, or on a mesh, this is the plain jit of ``module.init``.
+    """
     device = select_device(platform)
     samples, sample_files = model.load_gaussian_map_samples(config.model, config_dir)
-    return prepare_init_with_samples(config, samples, sample_files, device)
+    if compile_cache is None or config.mesh_shape():
+        return prepare_init_with_samples(config, samples, sample_files, device)
+    versions = installed_versions()
+    key = export_cache.export_key(
+        compile_cache, config, [f.sha256 for f in sample_files], versions, device
+    )
+    input_shape = config.resolved_input_shape()
+    with default_device(device):
+        loaded = export_cache.load_exported_init(key, config.init, input_shape)
+    if loaded is not None:
+        return PreparedInit(config, device, loaded, sample_files, versions, exported="loaded")
+    with default_device(device):
+        module = _build_module(config, samples)
+        try:
+            stream_keys, _ = rngs.derive_stream_keys(config.init)
+            stored = export_cache.export_and_store(
+                key, module, config.init, input_shape, stream_keys, device.platform
+            )
+        except Exception:  # not exportable: the plain jit below traces it again
+            stored = None
+        if stored is None:
+            init_variables = compiled_init(module, config.init, input_shape)
+    if stored is not None:
+        return PreparedInit(
+            config, device, stored, sample_files, versions, module=module, exported="stored"
+        )
+    return PreparedInit(config, device, init_variables, sample_files, versions, module=module)
 
 
 def prepare_init_with_samples(
@@ -171,7 +207,7 @@ def run_init(request: InitRequest) -> InitResult:
     with distributed.all_or_none("preparing the init"):
         if distributed.is_primary():  # see write_checkpoint_atomically(every_process=True)
             check_output_path(request.output, request.force)
-        prepared = prepare_init(config, request.config_dir, request.platform)
+        prepared = prepare_init(config, request.config_dir, request.platform, request.compile_cache)
     variables, spec = initialize_seed(prepared, config.init.seed)
     write_seed_checkpoint(request.output, variables, spec, request.force)
     summary = Summary(

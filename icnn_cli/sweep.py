@@ -86,6 +86,7 @@ class SweepRequest:
     force: bool = False
     resume: bool = False
     platform: str | None = None
+    compile_cache: Path | None = None  # JAX's compile cache in use; the export cache is inside
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +128,9 @@ def run_sweep(
     """Write one checkpoint per seed; ``on_item`` hears about each as it is done."""
     targets = [(seed, seed_output_path(request.out, seed)) for seed in request.seeds]
     _check_targets(targets, request)
-    prepared = prepare_init(request.config, request.config_dir, request.platform)
+    prepared = prepare_init(
+        request.config, request.config_dir, request.platform, request.compile_cache
+    )
     items: list[SweepItem] = []
     leaves: list[LeafRecord] = []
     for seed, path in targets:

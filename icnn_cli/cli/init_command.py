@@ -72,7 +72,8 @@ def init(
         bool,
         typer.Option(
             "--no-compile-cache",
-            help="Do not use JAX's persistent compilation cache (also: ICNN_NO_COMPILE_CACHE=1).",
+            help="Do not use JAX's persistent compilation cache nor the cached exported init "
+            "(also: ICNN_NO_COMPILE_CACHE=1).",
         ),
     ] = False,
     mesh: Annotated[
@@ -128,12 +129,23 @@ def init(
             loaded = _with_mesh(loaded, mesh)
         request_output = out if out is not None else Path(loaded.output)
         platform_name = platform.value if platform else None
+        compile_cache = None
         if not dry_run:
             from icnn_cli.compile_cache import configure_compile_cache
 
-            configure_compile_cache(enabled=not no_compile_cache)
+            compile_cache = configure_compile_cache(enabled=not no_compile_cache)
         if seeds is not None:
-            _sweep(output, loaded, config_dir, seeds, request_output, force, resume, platform_name)
+            _sweep(
+                output,
+                loaded,
+                config_dir,
+                seeds,
+                request_output,
+                force,
+                resume,
+                platform_name,
+                compile_cache,
+            )
             return
 
         from icnn_cli.pipeline import InitRequest, run_init
@@ -146,6 +158,7 @@ def init(
             force=force,
             platform=platform_name,
             dry_run=dry_run,
+            compile_cache=compile_cache,
         )
         with processes.session(group):
             with output.status("Initialising ICNN (jit compile + init + save)…"):
@@ -192,6 +205,7 @@ def _sweep(
     force: bool,
     resume: bool,
     platform: str | None,
+    compile_cache: Path | None = None,
 ) -> None:
     from icnn_cli.render.reports import render_sweep
     from icnn_cli.sweep import SweepRequest, parse_seeds, run_sweep
@@ -204,6 +218,7 @@ def _sweep(
         force=force,
         resume=resume,
         platform=platform,
+        compile_cache=compile_cache,
     )
     with output.progress(len(request.seeds), "compiling") as step:
         result = run_sweep(

@@ -1,0 +1,310 @@
+"""The init as a ``jax.export`` program, cached so a warm ``icnn init`` imports no OTT or Flax.
+
+The first ``icnn init`` of an architecture traces ``module.init`` once, exports it
+(StableHLO plus its input tree: the stream keys and the dummy input) and runs that very
+program; the serialized export is stored in ``exports/`` inside JAX's compilation cache
+directory (:mod:`icnn_cli.compile_cache`). A later run with the same cache key
+deserializes it and calls it with the new seed's keys: it never builds the module, so
+neither OTT (~2 s of imports on a 2-core CPU: flax, jaxopt, lineax, equinox, ...) nor
+Flax is imported, and JAX's persistent cache supplies the compiled executable.
+
+The key is a sha256 of everything that can change the program or its output: the
+resolved ``model`` and ``init`` sections (the seed excluded: keys are inputs), the
+Gaussian-map samples' sha256, the installed versions (jax, jaxlib, flax, ott-jax,
+orbax-checkpoint, icnn-cli) and this package's own init-path sources, the platform and
+device kind, ``jax_threefry_partitionable``, ``jax_enable_x64`` and ``XLA_FLAGS``.
+
+Each entry is one file, written atomically: the sha256 of the rest, a JSON header (the
+key, what went into it, and the output tree) and the serialized export. An entry that is
+unreadable, damaged or from another format is ignored (and rewritten); the directory is
+safe to delete at any time.
+
+The output tree is stored as JSON here rather than trusted to ``Exported.out_tree``: the
+export returns the flat list of leaves, and the header says how to nest them again
+(dicts in their original key order, lists, tuples), so no Flax type is ever needed to
+read an entry back. An output holding any other container is not exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from icnn_cli.config import IcnnConfig, InitConfig
+from icnn_cli.init import cast_floating, dummy_input, init_function
+
+ENTRY_FORMAT = "icnn-export/1"
+DIRECTORY_NAME = "exports"  # inside the compile cache; JAX's own entries are files `*-cache`
+ENTRY_SUFFIX = ".icnn-export"
+# This package's modules that decide what the traced init computes: a change to one of
+# them (an editable install keeps its version number) must not reuse an old export.
+SOURCE_MODULES = ("config.py", "export_cache.py", "init.py", "model.py", "registry.py")
+
+Structure = Any  # JSON: {"dict": [[key, node], ...]} | {"list": [...]} | {"tuple": [...]}
+# | {"none": None} | {"leaf": index into the exported program's flat outputs}
+
+
+class NotExportable(Exception):
+    """The init's output holds a container the JSON tree cannot describe."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportKey:
+    """Where an entry lives and what went into its name."""
+
+    directory: Path
+    digest: str
+    inputs: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.digest}{ENTRY_SUFFIX}"
+
+
+def export_directory(compile_cache: Path) -> Path:
+    return compile_cache / DIRECTORY_NAME
+
+
+def export_key(
+    compile_cache: Path,
+    config: IcnnConfig,
+    sample_sha256: Sequence[str],
+    versions: Mapping[str, str],
+    device: Any,
+) -> ExportKey:
+    """The cache key of ``config``'s init on ``device`` (any seed)."""
+    import jax
+
+    inputs = {
+        "format": ENTRY_FORMAT,
+        "model": config.model.model_dump(mode="json"),
+        "init": config.init.model_dump(mode="json", exclude={"seed"}),
+        "input_shape": list(config.resolved_input_shape()),
+        "gaussian_map_samples": list(sample_sha256),
+        "versions": dict(versions),
+        "sources": _source_digest(),
+        "platform": device.platform,
+        "device_kind": device.device_kind,
+        "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+        "enable_x64": bool(jax.config.jax_enable_x64),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return ExportKey(export_directory(compile_cache), digest, inputs)
+
+
+def _source_digest() -> str:
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for name in SOURCE_MODULES:
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
+    return digest.hexdigest()
+
+
+def load_exported_init(key: ExportKey, init: InitConfig, input_shape: tuple[int, ...]) -> Any:
+    """The cached init as ``rngs -> variables``, or ``None`` when there is no usable entry."""
+    try:
+        raw = key.path.read_bytes()
+    except OSError:
+        return None
+    try:
+        header, payload = _parse_entry(raw, key)
+        import jax
+
+        exported = jax.export.deserialize(bytearray(payload))
+        structure = header["out_tree"]
+        _check_structure(structure, len(exported.out_avals))
+    except Exception:  # damaged, foreign or unreadable: the cold path rewrites it
+        return None
+    return _runner(exported, structure, init, input_shape)
+
+
+def export_and_store(
+    key: ExportKey,
+    module: Any,
+    init: InitConfig,
+    input_shape: tuple[int, ...],
+    rngs: Any,
+    platform: str,
+) -> Callable[[Any], Any]:
+    """Export ``module``'s init, store it under ``key`` and return it as ``rngs -> variables``.
+
+    Raises whatever tracing or exporting raises (the caller falls back to a plain jit);
+    a cache that cannot be written costs only the next run's warm start.
+    """
+    import jax
+
+    exported, structure = _export(module, init, input_shape, rngs, _lowering_platform(platform))
+    payload = exported.serialize()
+    header = {"format": ENTRY_FORMAT, "key": key.digest, "inputs": key.inputs}
+    header["out_tree"] = structure
+    _write_entry(key.path, header, payload)
+    # Run the deserialized program, as a warm run will: the same lowering, so the same
+    # persistent-cache entry and the same bits.
+    return _runner(jax.export.deserialize(bytearray(payload)), structure, init, input_shape)
+
+
+def _lowering_platform(platform: str) -> str:
+    # jax.export names GPUs by vendor ('cuda', 'rocm'); a Device says 'gpu'.
+    from jax._src import xla_bridge
+
+    return xla_bridge.canonicalize_platform(platform)
+
+
+def _export(
+    module: Any, init: InitConfig, input_shape: tuple[int, ...], rngs: Any, platform: str
+) -> tuple[Any, Structure]:
+    import jax
+
+    function = init_function(module, init)
+    traced: dict[str, Any] = {}
+
+    def init_leaves(rngs: Any, inputs: Any) -> list[Any]:
+        variables = function(rngs, inputs)
+        traced["tree"] = variables
+        return jax.tree.leaves(variables)
+
+    # Named like the plain jit (jit_init), so the compile cache's entries read the same.
+    init_leaves.__name__ = "init"
+    abstract_input = jax.eval_shape(lambda: dummy_input(input_shape))
+    exported = jax.export.export(jax.jit(init_leaves), platforms=[platform])(rngs, abstract_input)
+    return exported, describe_tree(traced["tree"])
+
+
+def _runner(
+    exported: Any, structure: Structure, init: InitConfig, input_shape: tuple[int, ...]
+) -> Callable[[Any], Any]:
+    import jax
+
+    def init_program(rngs: Any, inputs: Any) -> Any:
+        return exported.call(rngs, inputs)
+
+    init_program.__name__ = "init"
+    jitted = jax.jit(init_program)
+    inputs = dummy_input(input_shape)
+
+    def run(rngs: Any) -> Any:
+        return cast_floating(rebuild_tree(structure, jitted(rngs, inputs)), init.dtype)
+
+    return run
+
+
+# --- the output tree as JSON ------------------------------------------------------------
+
+
+def describe_tree(tree: Any) -> Structure:
+    """``tree``'s containers as JSON, each leaf its index in ``jax.tree.leaves(tree)``.
+
+    Dicts keep their own key order (JAX flattens them sorted), so the rebuilt tree
+    equals the original one, down to the order Orbax writes its metadata in.
+
+    Raises:
+      NotExportable: a container other than dict (string keys), list, tuple or None.
+    """
+    import jax
+
+    index_of = {
+        tuple(_path_entry(entry) for entry in path): index
+        for index, (path, _) in enumerate(jax.tree_util.tree_flatten_with_path(tree)[0])
+    }
+
+    def describe(node: Any, path: tuple[Any, ...]) -> Structure:
+        if path in index_of:
+            return {"leaf": index_of[path]}
+        if node is None:
+            return {"none": None}
+        if type(node) is dict and all(isinstance(key, str) for key in node):
+            return {"dict": [[key, describe(value, (*path, key))] for key, value in node.items()]}
+        if type(node) in (list, tuple):
+            kind = type(node).__name__
+            return {kind: [describe(value, (*path, i)) for i, value in enumerate(node)]}
+        raise NotExportable(f"cannot describe a {type(node).__name__} in the init's output")
+
+    return describe(tree, ())
+
+
+def _path_entry(entry: Any) -> Any:
+    from jax.tree_util import DictKey, SequenceKey
+
+    if isinstance(entry, DictKey) and isinstance(entry.key, str):
+        return entry.key
+    if isinstance(entry, SequenceKey):
+        return entry.idx
+    raise NotExportable(f"cannot describe the path entry {entry!r}")
+
+
+def rebuild_tree(structure: Structure, leaves: Sequence[Any]) -> Any:
+    """The tree :func:`describe_tree` described, with ``leaves`` in their flat order."""
+    ((kind, content),) = structure.items()
+    if kind == "leaf":
+        return leaves[content]
+    if kind == "none":
+        return None
+    if kind == "dict":
+        return {key: rebuild_tree(node, leaves) for key, node in content}
+    children = [rebuild_tree(node, leaves) for node in content]
+    return tuple(children) if kind == "tuple" else children
+
+
+def _check_structure(structure: Structure, leaf_count: int) -> None:
+    """Every output used exactly once, in a well-formed tree; else ``ValueError``."""
+    seen: list[int] = []
+
+    def walk(node: Any) -> None:
+        if not isinstance(node, dict) or len(node) != 1:
+            raise ValueError("malformed output tree")
+        ((kind, content),) = node.items()
+        if kind == "leaf" and type(content) is int:
+            seen.append(content)
+        elif kind == "dict" and isinstance(content, list):
+            for pair in content:
+                if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+                    raise ValueError("malformed output tree")
+                walk(pair[1])
+        elif kind in ("list", "tuple") and isinstance(content, list):
+            for child in content:
+                walk(child)
+        elif not (kind == "none" and content is None):
+            raise ValueError("malformed output tree")
+
+    walk(structure)
+    if sorted(seen) != list(range(leaf_count)):
+        raise ValueError("output tree does not match the exported outputs")
+
+
+# --- entries on disk --------------------------------------------------------------------
+
+
+def _parse_entry(raw: bytes, key: ExportKey) -> tuple[dict[str, Any], bytes]:
+    digest, separator, body = raw.partition(b"\n")
+    if not separator or hashlib.sha256(body).hexdigest().encode() != digest:
+        raise ValueError("damaged entry")
+    header_text, separator, payload = body.partition(b"\n")
+    header = json.loads(header_text)
+    if not separator or header.get("format") != ENTRY_FORMAT or header.get("key") != key.digest:
+        raise ValueError("not this entry")
+    return header, payload
+
+
+def _write_entry(path: Path, header: dict[str, Any], payload: bytes) -> None:
+    body = json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+    data = hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass  # an unwritable cache must never stop an init
