@@ -1,8 +1,11 @@
-"""Shared fixtures: tiny configs in tmp_path and a CLI runner with stderr kept apart."""
+"""Shared fixtures: tiny configs in tmp_path and a CLI runner with stderr kept apart.
+
+Plain helpers (paths, ``run_icnn``, ``tiny_model``, tree comparisons) live in
+``tests/helpers.py``; test modules import them from there, never from each other.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +15,17 @@ from typer.testing import CliRunner
 
 from icnn_cli.cli import app
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "configs"
 
-os.environ.pop("NO_COLOR", None)
+@pytest.fixture(scope="session", autouse=True)
+def colour_setting_of_a_plain_terminal():
+    """Drop a NO_COLOR the developer's shell may set, so output matches CI's.
+
+    Set for the whole session, so the subprocesses tests start inherit it too;
+    ``run_icnn`` sets NO_COLOR=1 for its own children.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("NO_COLOR", raising=False)
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,5 +70,14 @@ def write_config(tmp_path: Path):
     return write
 
 
-def tiny_model(**fields: Any) -> dict[str, Any]:
-    return {"dim_data": 2, "dim_hidden": [8, 8], **fields}
+@pytest.fixture
+def init_checkpoint(icnn, write_config, tmp_path: Path):
+    """``icnn init`` a config's model at a seed; returns the checkpoint path."""
+
+    def make(model: dict, seed: int = 0, name: str = "ckpt") -> Path:
+        out = tmp_path / name
+        config = write_config({"model": model}, name=f"{name}.yaml")
+        assert icnn("init", "-c", config, "--seed", seed, "--out", out).exit_code == 0
+        return out
+
+    return make

@@ -7,7 +7,7 @@ import pytest
 
 from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.reader import CheckpointReader
-from tests.test_layouts import ALL_GOLDEN, GOLDEN
+from tests.helpers import ALL_GOLDEN, GOLDEN
 
 
 def read_all(path) -> dict:

@@ -27,8 +27,7 @@ from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.config import load_config
 from icnn_cli.errors import IcnnError
 from icnn_cli.pipeline import initialize_seed, prepare_init
-from tests.conftest import tiny_model
-from tests.test_end_to_end import ICNN
+from tests.helpers import ICNN, tiny_model
 
 # 5 kernels of 2048 x 2048 plus small layers: 21,059,598 parameters, 80 MiB.
 LARGE_MODEL = {"dim_data": 2, "dim_hidden": [2048] * 6}

@@ -11,22 +11,9 @@ import orbax.checkpoint as ocp
 import pytest
 from ott.neural.networks.icnn import ICNN
 
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 REPORT_KEYS = {"verdict", "reasons", "leaves", "counterexample", "min_hessian_eig"}
-
-
-@pytest.fixture
-def init_checkpoint(icnn, write_config, tmp_path):
-    """``icnn init`` a config's model at a seed; returns the checkpoint path."""
-
-    def make(model: dict, seed: int = 0, name: str = "ckpt"):
-        out = tmp_path / name
-        config = write_config({"model": model}, name=f"{name}.yaml")
-        assert icnn("init", "-c", config, "--seed", seed, "--out", out).exit_code == 0
-        return out
-
-    return make
 
 
 def ott_gap(module, variables, x, y, t):

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_model
-from tests.test_end_to_end import run_icnn
+from tests.helpers import run_icnn, tiny_model
 
 GOOD_MODEL = "model: {dim_data: 2, dim_hidden: [8]}\n"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from icnn_cli.compile_cache import cache_directory, disabled_by_environment
-from tests.conftest import CONFIGS
+from tests.helpers import CONFIGS
 
 # Runs the CLI in a fresh process (JAX decides once per process whether the cache
 # is used) and reports how many compiles JAX answered from the persistent cache.

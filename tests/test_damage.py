@@ -16,8 +16,7 @@ import pytest
 
 import icnn_cli
 from icnn_cli.errors import IcnnError
-from tests.conftest import tiny_model
-from tests.test_end_to_end import run_icnn
+from tests.helpers import run_icnn, tiny_model
 
 
 def largest_data_file(checkpoint: Path) -> Path:

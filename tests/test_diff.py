@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from icnn_cli.analysis.compare import value_differences
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 
 def save(path, tree):

@@ -10,16 +10,17 @@ import json
 import os
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_model
-from tests.test_parity import assert_trees_identical, restore_plain
-from tests.test_sharding import restore_onto_one_device
+from tests.helpers import (
+    ICNN,
+    assert_trees_identical,
+    restore_onto_one_device,
+    restore_plain,
+    tiny_model,
+)
 
-ICNN = Path(sys.executable).parent / "icnn"
 PROCESSES = 2
 TIMEOUT = 300  # a safety net against a hang, far above a normal run
 
@@ -105,6 +106,7 @@ def test_processes_given_different_commands_stop_together(write_config, tmp_path
     assert not (tmp_path / "ckpt").exists()
 
 
+@pytest.mark.slow
 def test_distributed_outside_a_cluster_says_which_flags_to_pass(write_config, tmp_path):
     config = write_config({"model": tiny_model()})
     cluster_variables = ("SLURM_", "OMPI_", "JAX_COORDINATOR", "KUBERNETES_", "TPU_")

@@ -17,7 +17,7 @@ from icnn_cli.config import (
     ShardingRule,
     json_schema,
 )
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 README = (REPO / "README.md").read_text()
 COMMANDS = {command.callback.__name__: command.callback for command in app.registered_commands}

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from icnn_cli.config import load_config
-from tests.conftest import CONFIGS
+from tests.helpers import CONFIGS, run_icnn
 
-ICNN = Path(sys.executable).parent / "icnn"
 SHIPPED = sorted(CONFIGS.glob("*.yaml"))
-
-
-def run_icnn(*args, cwd=None):
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run(
-        [str(ICNN), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
-    )
 
 
 @pytest.mark.parametrize("config", SHIPPED, ids=[path.stem for path in SHIPPED])
@@ -46,6 +34,7 @@ def test_every_shipped_config_inits(config, icnn, tmp_path):
     assert json.loads(result.stdout)["total_params"] > 0
 
 
+@pytest.mark.slow
 def test_subprocess_init_then_inspect(tmp_path):
     out = tmp_path / "ckpt"
 

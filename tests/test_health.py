@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 from ott.neural.networks.icnn import ICNN
 
-from tests.conftest import CONFIGS, tiny_model
+from tests.helpers import CONFIGS, tiny_model
 
 
 def test_health_json_matches_a_direct_ott_computation(icnn, write_config, tmp_path):

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from icnn_cli.cli import app
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 
 @pytest.fixture

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from rich.console import Console
 
 from icnn_cli.records import LeafRecord, Summary, format_bytes, summary_rows
-from icnn_cli.render.summary import render_markdown, render_table
-from tests.conftest import tiny_model
+from icnn_cli.render.summary import render_markdown
+from tests.helpers import plain_text, tiny_model
 
 
 @pytest.fixture
@@ -131,11 +129,7 @@ def test_markdown_has_the_same_columns_and_marks_as_the_text_table():
     summary = Summary(path="x", leaves=leaves)
 
     markdown = render_markdown(summary).replace("\u00a0", " ")
-    buffer = io.StringIO()
-    Console(file=buffer, width=100, no_color=True, force_terminal=False).print(
-        render_table(summary)
-    )
-    text = buffer.getvalue()
+    text = plain_text(summary, width=100)
 
     assert "| tree | shape | dtype | params | bytes | sharding |" in markdown
     assert "└── **w_{0,1}**  x2 |" in markdown and "w_{0,1}  x2" in text

@@ -18,9 +18,7 @@ import pytest
 from icnn_cli.checkpoint import metadata, metadata_files
 from icnn_cli.tree_paths import flatten_with_paths
 from tests.data import make_golden
-
-GOLDEN = make_golden.GOLDEN
-ALL_GOLDEN = [*make_golden.LAYOUTS, make_golden.SHARDED, make_golden.ICNN]
+from tests.helpers import ALL_GOLDEN, GOLDEN
 
 
 def expected_leaf(path: str, leaf) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 from ott.neural.networks.icnn import ICNN
 
 import icnn_cli
-from tests.conftest import CONFIGS, tiny_model
+from tests.helpers import CONFIGS, tiny_model
 
 
 def test_load_gives_a_module_that_applies(icnn, write_config, tmp_path):

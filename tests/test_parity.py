@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import functools
 import shutil
-from pathlib import Path
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from ott.neural.networks.icnn import ICNN
 
-from tests.conftest import CONFIGS
-
-
-def restore_plain(path: Path):
-    """What a user with nothing but Orbax gets back."""
-    return ocp.StandardCheckpointer().restore(path.absolute())
-
-
-def assert_trees_identical(actual, expected) -> None:
-    """Same leaf paths, dtypes, shapes and bytes (Orbax stores tuples as lists)."""
-    flat_actual = jax.tree_util.tree_flatten_with_path(actual)[0]
-    flat_expected = jax.tree_util.tree_flatten_with_path(expected)[0]
-    paths = [jax.tree_util.keystr(path, simple=True) for path, _ in flat_actual]
-    assert paths == [jax.tree_util.keystr(path, simple=True) for path, _ in flat_expected]
-    for (path, a), (_, b) in zip(flat_actual, flat_expected, strict=True):
-        a, b = np.asarray(a), np.asarray(b)
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), path
-        assert a.tobytes() == b.tobytes(), path
+from tests.helpers import CONFIGS, assert_trees_identical, restore_plain
 
 
 def direct_init(module, rngs, dim_data: int, **init_kwargs):

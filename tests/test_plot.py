@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from tests.conftest import CONFIGS, REPO
+from tests.helpers import CONFIGS, REPO
 
 README_IMAGE = REPO / "tests" / "data" / "plot-default.png"
 

@@ -19,26 +19,16 @@ import icnn_cli
 from icnn_cli.config import ShardingConfig
 from icnn_cli.errors import IcnnError
 from icnn_cli.sharding import default_spec, describe_spec, parse_mesh, partition_specs
-from tests.conftest import tiny_model
-from tests.test_parity import assert_trees_identical, restore_plain
+from tests.helpers import (
+    assert_trees_identical,
+    restore_onto_one_device,
+    restore_plain,
+    tiny_model,
+)
 
 X8 = (("x", 8),)
 XY = (("x", 2), ("y", 4))
 MIB = 1 << 20
-
-
-def restore_onto_one_device(path):
-    """README, "Restoring on fewer devices": the target comes from the metadata."""
-    import jax
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as checkpointer:
-        metadata = checkpointer.metadata(path.absolute()).item_metadata.tree
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(
-            lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=device), metadata
-        )
-        return checkpointer.restore(path.absolute(), target)
 
 
 @pytest.mark.parametrize(
@@ -216,6 +206,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_eight_devices_write_what_one_device_writes(icnn, write_config, tmp_path):
     config = write_config(
         {

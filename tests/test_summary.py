@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 import pytest
-from rich.console import Console
 
 from icnn_cli.records import (
     LeafFilter,
@@ -20,7 +18,7 @@ from icnn_cli.records import (
     leaf_statistics,
     summary_rows,
 )
-from icnn_cli.render.summary import render_table
+from tests.helpers import plain_text
 
 LEAVES = [
     LeafRecord(("params", "w_zs_0", "kernel"), (4, 4), "float32", 64),
@@ -54,15 +52,6 @@ def deep_icnn_leaves(hidden: int = 8, width: int = 4, dim: int = 2) -> list[Leaf
     leaves.append(_float32(("params", f"w_zs_{hidden - 1}", "kernel"), (width, 1)))
     # Orbax lists dict keys in string order: w_xs_10 would come before w_xs_2.
     return sorted(leaves, key=lambda leaf: leaf.path)
-
-
-def plain_text(summary: Summary, width: int = 80, **view) -> str:
-    buffer = io.StringIO()
-    console = Console(
-        file=buffer, width=width, no_color=True, color_system=None, force_terminal=False
-    )
-    console.print(render_table(summary, **view))
-    return buffer.getvalue()
 
 
 def test_rows_are_collection_module_leaf_with_subtotals():

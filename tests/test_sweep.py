@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import orbax.checkpoint as ocp
@@ -14,15 +13,7 @@ import pytest
 
 from icnn_cli.errors import IcnnError
 from icnn_cli.sweep import parse_seeds, seed_output_path
-from tests.conftest import tiny_model
-from tests.test_parity import assert_trees_identical, restore_plain
-
-ICNN = Path(sys.executable).parent / "icnn"
-
-
-def run_icnn(*args):
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run([str(ICNN), *map(str, args)], capture_output=True, text=True, env=env)
+from tests.helpers import ICNN, assert_trees_identical, restore_plain, run_icnn, tiny_model
 
 
 def embedded_spec(path: Path) -> dict:
@@ -68,6 +59,7 @@ def test_out_template_and_plain_progress_lines(icnn, config, tmp_path):
     assert "2 checkpoints (2 written, 0 skipped)" in result.stdout
 
 
+@pytest.mark.slow
 def test_resume_skips_intact_seeds_and_rewrites_missing_or_damaged(icnn, config, tmp_path):
     out = tmp_path / "sweep"
     first = json.loads(icnn("init", "-c", config, "--seeds", "0:3", "--out", out, "--json").stdout)

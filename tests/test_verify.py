@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from icnn_cli.fingerprint import fingerprint
-from tests.conftest import CONFIGS, tiny_model
+from tests.helpers import CONFIGS, tiny_model
 
 CONFIG_VARIANTS = {
     "plain": {"model": tiny_model()},
