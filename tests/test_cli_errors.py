@@ -386,7 +386,8 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list], str]] = {
             (
                 "no commit marker",
                 make_dir("uncommitted", "_METADATA", "_CHECKPOINT_METADATA"),
-                "was never committed (no commit_success.txt)",
+                "was never committed (no commit_success.txt, and no commit time in "
+                "_CHECKPOINT_METADATA)",
             ),
             (
                 "a directory of steps",
@@ -397,8 +398,18 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list], str]] = {
         # inspect reads a CheckpointManager root's latest step (tests/test_inspect_ci.py)
         if (command, what) != ("inspect", "a directory of steps")
     },
+    # Orbax 0.5 on records a commit time when it finalizes a step; these have none.
     "inspect: a directory of uncommitted steps": (
-        not_a_checkpoint("inspect", make_dir("run", "100/_METADATA", "200/_METADATA")),
+        not_a_checkpoint(
+            "inspect",
+            make_dir(
+                "run",
+                "100/_METADATA",
+                "100/_CHECKPOINT_METADATA",
+                "200/_METADATA",
+                "200/_CHECKPOINT_METADATA",
+            ),
+        ),
         "run/200: Orbax checkpoint was never committed",
     ),
 }

@@ -44,8 +44,16 @@ def test_inspect_json_lists_every_leaf_of_a_foreign_checkpoint(icnn, foreign_che
         "bytes": 24,
     }
     assert leaves["layers/1/0"]["dtype"] == "bfloat16" and leaves["layers/1/0"]["bytes"] == 8
-    assert leaves["layers/1/1"]["shape"] == []
-    assert report["total_params"] == 6 + 4 + 1 + 6
+    # A Python float is a non-array leaf: its real type and value, not a float32 array.
+    assert leaves["layers/1/1"] == {
+        "path": "layers/1/1",
+        "shape": [],
+        "dtype": "float",
+        "size": 1,
+        "bytes": 8,
+        "value": 2.5,
+    }
+    assert report["total_params"] == 6 + 4 + 6
     assert report["total_bytes"] == sum(leaf["bytes"] for leaf in report["leaves"])
 
 

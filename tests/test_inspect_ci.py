@@ -84,7 +84,9 @@ def test_manager_root_shows_the_latest_step_and_lists_all(icnn, manager_root):
         "steps": [0, 5, 10],
         "step": 10,
     }
-    assert report["path"] == str(manager_root / "10" / "default")
+    # the step directory is the checkpoint: its one item ("default") needs no prefix
+    assert report["path"] == str(manager_root / "10")
+    assert report["leaves"][0]["path"] == "w"
     assert report["leaves"][0]["mean"] == 10.0
     human = icnn("inspect", manager_root).stdout
     assert "step          10 (latest) of steps 0, 5, 10" in human
@@ -118,7 +120,7 @@ def test_other_commands_name_the_step_checkpoint_to_use(icnn, manager_root):
 
     assert result.exit_code == 2
     assert "it holds step directories 0, 5, 10 of a CheckpointManager root" in result.stderr
-    assert f"e.g. {manager_root / '10' / 'default'}" in result.stderr
+    assert f"e.g. {manager_root / '10'};" in result.stderr
 
 
 def test_markdown_has_the_same_columns_and_marks_as_the_text_table():
