@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from icnn_cli import distributed, export_cache, model, rngs
+from icnn_cli import distributed, export_cache, model, resources, rngs
 from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.provenance import header_lines
 from icnn_cli.checkpoint.spec import (
@@ -19,6 +19,7 @@ from icnn_cli.checkpoint.spec import (
 )
 from icnn_cli.checkpoint.writing import check_output_path, write_checkpoint_atomically
 from icnn_cli.config import IcnnConfig
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 from icnn_cli.fingerprint import fingerprint
 from icnn_cli.init import abstract_variables, compiled_init, select_device
 from icnn_cli.records import LeafRecord, Summary, records_of_tree
@@ -149,7 +150,18 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
     config = prepared.config.with_seed(seed)
     with default_device(prepared.device):
         stream_keys, stream_records = rngs.derive_stream_keys(config.init)
-        variables = jax.block_until_ready(prepared.init_variables(stream_keys))
+        try:
+            variables = jax.block_until_ready(prepared.init_variables(stream_keys))
+        except Exception as error:
+            if not resources.is_out_of_memory(error):
+                raise
+            # Another process took the memory the check before found free: one plain line.
+            raise IcnnError(
+                f"out of memory while running the init on {prepared.device.platform} "
+                f"({first_line(error, limit=120)}); free some memory, or try --mesh or a "
+                "smaller dim_hidden",
+                RUNTIME_ERROR,
+            ) from None
     device = prepared.device
     spec = CheckpointSpec(
         config=config.model_dump(mode="json", exclude_none=True),
@@ -208,6 +220,7 @@ def run_init(request: InitRequest) -> InitResult:
         if distributed.is_primary():  # see write_checkpoint_atomically(every_process=True)
             check_output_path(request.output, request.force)
         prepared = prepare_init(config, request.config_dir, request.platform, request.compile_cache)
+        check_resources(prepared, request.output)
     variables, spec = initialize_seed(prepared, config.init.seed)
     write_seed_checkpoint(request.output, variables, spec, request.force)
     summary = Summary(
@@ -217,6 +230,26 @@ def run_init(request: InitRequest) -> InitResult:
         spec=spec.model_dump(mode="json"),
     )
     return InitResult(summary=summary, spec=spec, variables=variables)
+
+
+def check_resources(prepared: PreparedInit, output: Path) -> resources.ResourceEstimate:
+    """Refuse (exit 2) an init whose peak memory or checkpoint cannot fit, before compiling.
+
+    The shapes come from ``eval_shape`` of the prepared (not yet compiled) init, which
+    JAX traces once for both this and the real call.
+    """
+    import jax
+
+    stream_keys, _ = rngs.derive_stream_keys(prepared.config.init)
+    with default_device(prepared.device):
+        shapes = jax.eval_shape(prepared.init_variables, stream_keys)
+    figures = resources.estimate(shapes, output, _devices(prepared.layout, prepared.device))
+    figures.check(output)
+    return figures
+
+
+def _devices(layout: Layout | None, device: Any) -> list[Any]:
+    return list(layout.mesh.devices.flat) if layout else [device]
 
 
 def _dry_run(request: InitRequest) -> InitResult:
@@ -232,10 +265,12 @@ def _dry_run(request: InitRequest) -> InitResult:
             )
             layout = _plan_layout(module, config, request.platform)
     device_text = layout.device_text(distributed.process_count()) if layout else str(device)
+    figures = resources.estimate(shapes, request.output, _devices(layout, device))
     summary = Summary(
         path=f"{request.output} (dry run: nothing written)",
         leaves=leaf_records_of(shapes, layout),
-        header=[("seed", str(config.init.seed)), ("device", device_text)],
+        header=[("seed", str(config.init.seed)), ("device", device_text), *figures.lines()],
+        resources=figures.as_json(),
     )
     return InitResult(summary=summary, spec=None)
 

@@ -20,6 +20,7 @@ from typing import Any
 from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
 from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG, leftovers
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.resources import is_disk_full, mount_point
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -166,22 +167,46 @@ def write_checkpoint_atomically(
             clean_stale_staging(target)
     owner = distributed.primary_value(os.getpid()) if every_process else None
     staging = staging_path(target, owner_pid=owner)
+    had_checkpoint = target.exists()
     try:
-        with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save(staging.absolute(), variables, custom_metadata=custom_metadata)
-            checkpointer.wait_until_finished()
-        # With several processes, Orbax's async_commit_complete barrier has passed
-        # here: every process wrote its shards and process 0 finalized the staging.
-        with together(f"committing --out {target}"):
-            if primary:
-                _fsync_tree(staging)
-                _commit(staging, target, force)
+        with _disk_full_reported(target, had_checkpoint):
+            with ocp.StandardCheckpointer() as checkpointer:
+                checkpointer.save(staging.absolute(), variables, custom_metadata=custom_metadata)
+                checkpointer.wait_until_finished()
+            # With several processes, Orbax's async_commit_complete barrier has passed
+            # here: every process wrote its shards and process 0 finalized the staging.
+            with together(f"committing --out {target}"):
+                if primary:
+                    _fsync_tree(staging)
+                    _commit(staging, target, force)
     finally:
         if primary:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
             for leftover in staging.parent.glob(f"{staging.name}{ORBAX_TMP_SUFFIX}*"):
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _disk_full_reported(target: Path, had_checkpoint: bool) -> Any:
+    """A full disk during the save is one plain line (exit 1), not tensorstore's text.
+
+    Orbax raises it as ``ValueError: RESOURCE_EXHAUSTED: Error writing ... in OCDBT
+    database ...`` (or an ``OSError`` ENOSPC from its own files); the staging
+    directory is removed by the caller, so ``target`` is as it was.
+    """
+    try:
+        yield
+    except IcnnError:
+        raise
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        kept = "the old checkpoint is untouched" if had_checkpoint else "nothing was written"
+        raise IcnnError(
+            f"no space left on {mount_point(target.parent)} while writing {target}; {kept}",
+            RUNTIME_ERROR,
+        ) from None
 
 
 def _commit(staging: Path, target: Path, force: bool) -> None:

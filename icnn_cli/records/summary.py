@@ -48,6 +48,7 @@ class Summary:
     warnings: Sequence[str] = ()  # e.g. installed versions that differ from the writer's
     manager_step: dict[str, Any] | None = None  # CheckpointManager root, steps, chosen step
     items: Sequence[ItemRecord] = ()  # the items that are not PyTrees (JSON, unknown)
+    resources: dict[str, Any] | None = None  # a dry run's memory and disk figures
 
     @property
     def total_params(self) -> int:
@@ -89,6 +90,7 @@ class Summary:
             }
             | ({"checkpoint_manager": self.manager_step} if self.manager_step else {})
             | ({"items": [item.as_json() for item in self.items]} if self.items else {})
+            | ({"resources": self.resources} if self.resources else {})
         )
 
 

@@ -1,0 +1,257 @@
+"""Will the init fit? Its peak memory and its checkpoint's size, against what this machine has.
+
+Both figures come from ``jax.eval_shape`` (shapes and dtypes, nothing computed), so a
+model too big for the memory or the disk is refused (exit 2) before anything is
+compiled, computed or written, with the numbers, instead of failing later as
+``RESOURCE_EXHAUSTED`` or by the kernel's OOM killer.
+
+Tests (and anyone curious) set ``ICNN_TEST_AVAILABLE_MEMORY`` / ``ICNN_TEST_FREE_DISK``
+(bytes) to stand in for what this machine reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from icnn_cli.errors import IcnnError
+
+# Peak bytes the jitted init holds per parameter byte, measured on the 100M-parameter
+# model of BENCHMARKS.md section 3 with XLA's buffer assignment
+# (``compiled.memory_analysis()``): the output (1x) plus, for every random leaf,
+# threefry's two uint32 halves (2x the leaf), which XLA's schedule may keep live for
+# several leaves at once: output 389 MiB + temporaries 761 MiB = 2.96x.
+PEAK_PER_PARAMETER_BYTE = 3.0
+# Orbax's metadata files and OCDBT's manifests beside the array data.
+CHECKPOINT_OVERHEAD_BYTES = 1 << 20
+
+AVAILABLE_MEMORY_VARIABLE = "ICNN_TEST_AVAILABLE_MEMORY"
+FREE_DISK_VARIABLE = "ICNN_TEST_FREE_DISK"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceEstimate:
+    """What an init needs and what this machine has, in bytes.
+
+    Args:
+      peak_bytes: the most the init holds at once on one device (``--mesh``: per device).
+      available_memory: what that device can still take (host RAM on a CPU), or ``None``
+        when the backend does not say.
+      memory_where: what ``available_memory`` is of (``"host memory"``, ``"gpu:0"``).
+      checkpoint_bytes: the size of the checkpoint written.
+      free_disk: free bytes on the filesystem of ``--out`` (``None`` for a remote
+        store such as ``gs://``, which does not say).
+      disk_where: that filesystem's mount point (or the remote URL).
+    """
+
+    peak_bytes: int
+    available_memory: int | None
+    memory_where: str
+    checkpoint_bytes: int
+    free_disk: int | None
+    disk_where: str
+
+    @property
+    def memory_fits(self) -> bool:
+        return self.available_memory is None or self.peak_bytes <= self.available_memory
+
+    @property
+    def disk_fits(self) -> bool:
+        return self.free_disk is None or self.checkpoint_bytes <= self.free_disk
+
+    def lines(self) -> list[tuple[str, str]]:
+        """Header lines of a dry run."""
+        available = (
+            "not reported by the backend"
+            if self.available_memory is None
+            else f"{format_size(self.available_memory)} available ({self.memory_where})"
+        )
+        free = (
+            f"free space of {self.disk_where} not reported"
+            if self.free_disk is None
+            else f"{format_size(self.free_disk)} free on {self.disk_where}"
+        )
+        return [
+            ("peak memory", f"~{format_size(self.peak_bytes)} at its peak; {available}"),
+            ("checkpoint", f"~{format_size(self.checkpoint_bytes)}; {free}"),
+        ]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "peak_memory_bytes": self.peak_bytes,
+            "available_memory_bytes": self.available_memory,
+            "memory_of": self.memory_where,
+            "checkpoint_bytes": self.checkpoint_bytes,
+            "free_disk_bytes": self.free_disk,
+            "disk_of": self.disk_where,
+        }
+
+    def check(self, output: Path) -> None:
+        """Raise :class:`IcnnError` (exit 2) when the init cannot fit."""
+        if not self.memory_fits:
+            assert self.available_memory is not None
+            raise IcnnError(
+                f"the init needs ~{format_size(self.peak_bytes)} at its peak, "
+                f"{format_size(self.available_memory)} available ({self.memory_where}); "
+                "try --mesh or a smaller dim_hidden"
+            )
+        if not self.disk_fits:
+            assert self.free_disk is not None
+            raise IcnnError(
+                f"--out {output}: the checkpoint needs ~{format_size(self.checkpoint_bytes)}, "
+                f"{format_size(self.free_disk)} free on {self.disk_where}"
+            )
+
+
+def format_size(count: int) -> str:
+    """``37.3 GiB``: one decimal, binary units (as ``format_bytes`` elsewhere)."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def parameter_bytes(abstract: Any) -> int:
+    """Bytes of every leaf of an ``eval_shape`` tree."""
+    import jax
+    import numpy as np
+
+    return sum(
+        math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
+        for leaf in jax.tree.leaves(abstract)
+        if hasattr(leaf, "shape")
+    )
+
+
+def estimate(abstract: Any, output: Path, devices: list[Any] | None = None) -> ResourceEstimate:
+    """The init's figures for the ``eval_shape`` tree ``abstract``, written to ``output``.
+
+    ``devices``: the mesh's devices (each holds its share of every leaf), or the one
+    device of an unsharded init.
+    """
+    total = parameter_bytes(abstract)
+    devices = devices or []
+    peak = int(total * PEAK_PER_PARAMETER_BYTE)
+    count = max(len(devices), 1)
+    platform = devices[0].platform if devices else "cpu"
+    if platform == "cpu":
+        # CPU "devices" share the host's memory: what matters is this process's share.
+        local = sum(1 for device in devices if _is_local(device)) or 1
+        available, where = available_memory(), "host memory"
+        peak = peak * local // count
+    else:
+        device = next((device for device in devices if _is_local(device)), devices[0])
+        available, where = device_memory(device), f"{device.platform}:{device.id}"
+        peak //= count
+    remote = re.match(r"([a-z][a-z0-9+.-]*):/", str(output))
+    if remote:  # gs:// and other object stores: no free-space figure
+        disk, where_written = None, f"{remote.group(1)}://"
+    else:
+        mount = existing_ancestor(output)
+        disk, where_written = free_disk(mount), mount_point(mount)
+    return ResourceEstimate(
+        peak_bytes=peak,
+        available_memory=available,
+        memory_where=where,
+        checkpoint_bytes=total + CHECKPOINT_OVERHEAD_BYTES,
+        free_disk=disk,
+        disk_where=where_written,
+    )
+
+
+def _is_local(device: Any) -> bool:
+    import jax
+
+    return device.process_index == jax.process_index()
+
+
+def available_memory() -> int:
+    """Bytes of host memory available to a new allocation (``MemAvailable``)."""
+    override = os.environ.get(AVAILABLE_MEMORY_VARIABLE)
+    if override:
+        return int(override)
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def device_memory(device: Any) -> int | None:
+    """Free bytes of an accelerator's memory, when its backend reports them."""
+    override = os.environ.get(AVAILABLE_MEMORY_VARIABLE)
+    if override:
+        return int(override)
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # not every backend implements memory_stats
+        return None
+    if "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
+def free_disk(directory: Path) -> int:
+    """Free bytes on ``directory``'s filesystem, for an unprivileged writer."""
+    override = os.environ.get(FREE_DISK_VARIABLE)
+    if override:
+        return int(override)
+    return shutil.disk_usage(directory).free
+
+
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (``--out`` is created later)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def mount_point(path: Path) -> str:
+    """The mount point of ``path``'s filesystem, for messages such as "no space left on /data"."""
+    path = existing_ancestor(path)
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return str(path)
+
+
+# --- failures that still happen at run time ------------------------------------------------
+
+_DISK_FULL_MARKERS = ("No space left", "ENOSPC", "Disk quota exceeded")
+_OUT_OF_MEMORY_MARKERS = ("Out of memory", "out of memory", "Failed to allocate", "OOM")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An ``OSError`` ENOSPC/EDQUOT, or Orbax's / tensorstore's ValueError that wraps one."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(current)
+        if any(marker in text for marker in _DISK_FULL_MARKERS):
+            return True
+        if "RESOURCE_EXHAUSTED" in text and not _mentions_memory(text):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """JAX's ``RESOURCE_EXHAUSTED: Out of memory ...`` (an allocation the device refused)."""
+    text = str(error)
+    return ("RESOURCE_EXHAUSTED" in text and _mentions_memory(text)) or isinstance(
+        error, MemoryError
+    )
+
+
+def _mentions_memory(text: str) -> bool:
+    return any(marker in text for marker in _OUT_OF_MEMORY_MARKERS)
