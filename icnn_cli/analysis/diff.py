@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.analysis.compare import value_differences
+from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.errors import IcnnError
@@ -59,6 +60,10 @@ class DiffReport:
 
 def diff_checkpoints(a: Path, b: Path, atol: float = 0.0) -> DiffReport:
     """Compare every leaf of ``a`` and ``b``; values within ``atol`` count as the same."""
+    return read_consistently([a, b], lambda: _diff_checkpoints(a, b, atol))
+
+
+def _diff_checkpoints(a: Path, b: Path, atol: float = 0.0) -> DiffReport:
     if not (atol >= 0 and math.isfinite(atol)):
         raise IcnnError(f"--atol: must be a finite number >= 0, got {atol}")
     reader_a = CheckpointReader.open(a)

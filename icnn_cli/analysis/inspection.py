@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import TREE_KINDS, Checkpoint, Location, locate, steps_text
 from icnn_cli.checkpoint.metadata import item_bytes, read_json_item
 from icnn_cli.checkpoint.provenance import (
@@ -53,6 +54,18 @@ def inspect_checkpoint(
       step: with a root of steps, the step to summarise.
       item: summarise only this item of a step with items.
     """
+    return read_consistently(
+        [path], lambda: _inspect_checkpoint(path, with_stats, globs, step, item)
+    )
+
+
+def _inspect_checkpoint(
+    path: Path,
+    with_stats: bool = False,
+    globs: Sequence[str] = (),
+    step: int | None = None,
+    item: str | None = None,
+) -> Summary:
     location = locate(path, step)
     checkpoint = location.checkpoint
     tree_item = item if _is_tree(checkpoint, item) else None

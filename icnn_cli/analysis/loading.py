@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli import model
+from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec, SampleSpec
+from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.config import IcnnConfig, ModelConfig
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
 from icnn_cli.tree_paths import flatten_with_paths
@@ -150,9 +152,15 @@ def load_model(
       config_flag: the flag that gives ``config_path``, named in the error for a
         checkpoint without a spec; ``None`` where the command has no such flag.
     """
+    return read_consistently([Path(path)], lambda: _load_model(path, config_path, config_flag))
+
+
+def _load_model(
+    path: str | Path, config_path: Path | None = None, config_flag: str | None = "--config"
+) -> LoadedModel:
     from icnn_cli.config import load_config
 
-    path = Path(path)
+    path = storage_path(path)
     checkpoint = open_checkpoint(path)
     tree = checkpoint.only_pytree(" (an ICNN has one)")
     reader = CheckpointReader.of(checkpoint, tree.name)

@@ -26,6 +26,7 @@ from typing import Any
 
 from icnn_cli.analysis.compare import bit_identical, value_differences
 from icnn_cli.analysis.loading import missing_sample_file, recorded_samples, spec_config
+from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec
@@ -138,6 +139,17 @@ def verify_checkpoint(path: Path, atol: float | None = None) -> VerifyReport:
       atol: largest absolute difference accepted from the re-run; ``None`` asks
         for bit-identical arrays.
     """
+    # A re-run takes far longer than reading: keep it across the attempts of a read
+    # that a writer's swap interrupted, so a retry re-reads only the checkpoint.
+    reruns: dict[str, tuple[dict[tuple[str, ...], Any] | None, str]] = {}
+    return read_consistently([path], lambda: _verify_checkpoint(path, atol, reruns))
+
+
+def _verify_checkpoint(
+    path: Path,
+    atol: float | None,
+    reruns: dict[str, tuple[dict[tuple[str, ...], Any] | None, str]],
+) -> VerifyReport:
     try:
         reader = CheckpointReader.open(path)
     except IcnnError as error:
@@ -147,8 +159,11 @@ def verify_checkpoint(path: Path, atol: float | None = None) -> VerifyReport:
     spec = reader.spec
     reproduced, note = None, "no embedded icnn spec"
     if spec is not None:
+        key = spec.model_dump_json()
         try:
-            reproduced, note = _rerun(spec, path)
+            if key not in reruns:
+                reruns[key] = _rerun(spec, path)
+            reproduced, note = reruns[key]
         except IcnnError as error:  # an embedded config that does not validate
             note = error.message.removeprefix(f"{path}: ")
     try:

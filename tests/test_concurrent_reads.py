@@ -1,0 +1,82 @@
+"""Readers beside a writer that keeps replacing the checkpoint (`icnn init --force` in a loop).
+
+A CI job regenerating a checkpoint while other jobs read it: every read must give the
+old or the new checkpoint whole, never "damaged" for a mix of both.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import icnn_cli
+from tests.helpers import tiny_model
+
+pytestmark = pytest.mark.slow  # the writer is a subprocess that imports JAX
+
+WRITER = textwrap.dedent(
+    """
+    import sys, icnn_cli
+    config, out, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+    import pathlib
+    swaps = 0
+    while not pathlib.Path(stop).exists():
+        icnn_cli.init(config, seed=1 + swaps % 2, out=out, force=True)
+        swaps += 1
+        print(swaps, flush=True)
+    """
+)
+
+
+@pytest.fixture
+def looping_writer(write_config, tmp_path):
+    config = write_config({"model": tiny_model(dim_hidden=[64, 64, 64])})
+    out = tmp_path / "ckpt"
+    icnn_cli.init(config, seed=1, out=out)
+    stop = tmp_path / "stop"
+    log = open(tmp_path / "writer.log", "w")  # noqa: SIM115 - closed below
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(config), str(out), str(stop)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while (tmp_path / "writer.log").read_text().count("\n") < 2:
+        assert writer.poll() is None and time.monotonic() < deadline, "the writer did not start"
+        time.sleep(0.2)
+    yield out, tmp_path / "writer.log"
+    stop.touch()
+    writer.wait(timeout=120)
+    log.close()
+
+
+def swaps(log) -> int:
+    return log.read_text().count("\n")
+
+
+def test_readers_see_a_whole_checkpoint_while_it_is_replaced(icnn, looping_writer):
+    out, log = looping_writer
+    first = swaps(log)
+    outcomes = []
+    for _ in range(12):
+        outcomes.append(("inspect --stats", icnn("inspect", out, "--stats", "--json")))
+        outcomes.append(("diff", icnn("diff", out, out, "--json")))
+    for _ in range(2):
+        outcomes.append(("verify", icnn("verify", out, "--json")))
+    for _ in range(6):
+        module, variables = icnn_cli.load(out)  # raises if it saw a mix
+        points = np.array([[0.5, -1.0], [1.0, 2.0]], np.float32)
+        assert module.apply(variables, points).shape == (2,)
+
+    for name, result in outcomes:
+        assert "damaged" not in result.stderr, (name, result.stderr)
+        assert result.exit_code == 0, (name, result.stderr)
+    diffs = [json.loads(result.stdout) for name, result in outcomes if name == "diff"]
+    assert all(report["identical"] for report in diffs)
+    assert swaps(log) - first >= 3, "the writer did not replace the checkpoint during the reads"
