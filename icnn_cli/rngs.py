@@ -30,11 +30,6 @@ class StreamRecord:
     seed: int
     key_data: list[int]
 
-    def describe(self) -> str:
-        if self.rule == "derive":
-            return f"{self.name}=derive(seed {self.seed})"
-        return f"{self.name}={self.seed}"
-
 
 def stream_fold_in_data(name: str) -> int:
     """The 32-bit number folded into the master key for a derived stream."""

@@ -19,6 +19,9 @@ Example::
 
     document = read_yaml_mapping(Path("configs/default.yaml"))
     config = document.validate(IcnnConfig)
+
+Longer than most modules on purpose: the bounds on untrusted YAML (size, depth,
+aliases, characters) belong with the reader they bound.
 """
 
 from __future__ import annotations

@@ -17,20 +17,24 @@ Example::
 
     report = check_model(load_model("ckpt"), samples=2048, seed=0)
     report.verdict  # "certified" | "violated" | "uncertified"
+
+Longer than most modules on purpose: the structural reasons, the chord search and its
+refinement are one argument, read top to bottom.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from icnn_cli import model as icnn_model
 from icnn_cli.analysis.loading import LoadedModel
 
-CERTIFIED = "certified"
-VIOLATED = "violated"
-UNCERTIFIED = "uncertified"
+Verdict = Literal["certified", "violated", "uncertified"]
+CERTIFIED: Verdict = "certified"
+VIOLATED: Verdict = "violated"
+UNCERTIFIED: Verdict = "uncertified"
 
 DEFAULT_SAMPLES = 2048  # random chord tests per input scale
 DEFAULT_SEED = 0
@@ -93,7 +97,7 @@ class Counterexample:
 class ConvexityReport:
     """What ``icnn check`` found; ``as_json`` is its ``--json`` document."""
 
-    verdict: str
+    verdict: Verdict
     reasons: list[str]
     leaves: list[LeafCheck]
     counterexample: Counterexample | None = None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from icnn_cli.analysis.compare import bit_identical, value_differences
 from icnn_cli.analysis.loading import missing_sample_file, recorded_samples, spec_config
@@ -34,14 +34,16 @@ from icnn_cli.errors import USAGE_ERROR, IcnnError
 from icnn_cli.fingerprint import short_fingerprint
 from icnn_cli.tree_paths import flatten_with_paths
 
-INTACT = "ok"
-DAMAGED = "damaged"
-UNREADABLE = "unreadable"
-NOT_RECORDED = "not recorded"
-IDENTICAL = "bit-identical"
-WITHIN_ATOL = "within atol"
-DIFFERS = "differs"
-SKIPPED = "skipped"
+IntegrityStatus = Literal["ok", "damaged", "unreadable", "not recorded"]
+ReproducibilityStatus = Literal["bit-identical", "within atol", "differs", "skipped"]
+INTACT: IntegrityStatus = "ok"
+DAMAGED: IntegrityStatus = "damaged"
+UNREADABLE: IntegrityStatus = "unreadable"
+NOT_RECORDED: IntegrityStatus = "not recorded"
+IDENTICAL: ReproducibilityStatus = "bit-identical"
+WITHIN_ATOL: ReproducibilityStatus = "within atol"
+DIFFERS: ReproducibilityStatus = "differs"
+SKIPPED: ReproducibilityStatus = "skipped"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,7 @@ class LeafDifference:
 
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
-    status: str
+    status: IntegrityStatus | ReproducibilityStatus
     detail: str
 
     def as_json(self) -> dict[str, str]:

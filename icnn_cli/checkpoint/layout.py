@@ -21,7 +21,12 @@ Committed is judged by the rules of the release that wrote it: Orbax writes
 by renaming it to its final name, and from 0.5 on its ``_CHECKPOINT_METADATA``
 records a commit time when it is finalized. A temporary name always means not
 committed. Where nothing tells (Orbax 0.4 writes no step metadata), the checkpoint
-is read and a warning says so.
+is read and a warning says so. In object storage (``gs://``) nothing is renamed:
+every Orbax release writes straight to the final name and ``commit_success.txt``
+last, so there the marker alone says committed.
+
+Longer than most modules on purpose: every Orbax layout and commit rule lives here, in
+one place, so that a new release's layout is one new case beside the others.
 """
 
 from __future__ import annotations
@@ -35,7 +40,12 @@ from typing import Any, Literal
 
 from icnn_cli.checkpoint.single_files import FILE_KINDS, LAYOUTS, sniff
 from icnn_cli.checkpoint.spec import METADATA_KEY
-from icnn_cli.checkpoint.temporaries import interrupted_swap_hint, is_temporary
+from icnn_cli.checkpoint.storage import check_reachable, file_size, is_remote, missing_bucket
+from icnn_cli.checkpoint.temporaries import (
+    interrupted_replace_hint,
+    interrupted_swap_hint,
+    is_temporary,
+)
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 
 COMMIT_MARKER = "commit_success.txt"
@@ -209,7 +219,7 @@ def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
         return {}  # Orbax 0.4 wrote none; nothing is lost
     problem = None
     content: Any = None
-    if file.stat().st_size > MAX_CHECKPOINT_METADATA_BYTES:
+    if file_size(file) > MAX_CHECKPOINT_METADATA_BYTES:
         problem = f"is larger than {MAX_CHECKPOINT_METADATA_BYTES} bytes"
     else:
         try:
@@ -308,6 +318,9 @@ def _commit_problem(path: Path, metadata: dict[str, Any]) -> tuple[str | None, s
     """``(why it is not committed, warning)``: at most one of them is set."""
     if (path / COMMIT_MARKER).is_file():
         return None, None
+    if is_remote(path):
+        # No rename in a bucket: the final name proves nothing, the marker is written last.
+        return f"no {COMMIT_MARKER}, which a save to object storage writes last", None
     if not (path / CHECKPOINT_METADATA).exists():
         # Orbax 0.4 wrote neither file: only the final name (a rename) says it finished.
         return None, (
@@ -328,6 +341,12 @@ def _commit_problem(path: Path, metadata: dict[str, Any]) -> tuple[str | None, s
 
 
 def _not_found(path: Path) -> IcnnError:
+    if is_remote(path):
+        bucket = missing_bucket(path)
+        if bucket:
+            return IcnnError(f"{path}: no such checkpoint: bucket {bucket} does not exist")
+        hint = interrupted_replace_hint(path, COMMIT_MARKER)
+        return IcnnError(f"{path}: no such checkpoint{hint}")
     return IcnnError(f"{path}: no such checkpoint{interrupted_swap_hint(path)}")
 
 
@@ -337,9 +356,15 @@ def open_checkpoint(path: Path) -> Checkpoint:
     Orbax's ``metadata()`` happily answers for half-written directories, so the
     commit rules above are applied here first.
     """
+    check_reachable(path)
     if not path.exists():
         raise _not_found(path)
     if not path.is_dir():
+        if is_remote(path):
+            raise IcnnError(
+                f"{path}: is a file; icnn reads Orbax checkpoint directories from object "
+                "storage (copy a single weights file to a local disk to read it)"
+            )
         kind = sniff(path)
         if kind is None:
             raise IcnnError(
@@ -366,12 +391,14 @@ def open_checkpoint(path: Path) -> Checkpoint:
     items, layout = found
     problem, warning = _commit_problem(path, metadata)
     if problem:
-        raise IcnnError(f"{path}: Orbax checkpoint was never committed ({problem})")
+        hint = interrupted_replace_hint(path, COMMIT_MARKER) if is_remote(path) else ""
+        raise IcnnError(f"{path}: Orbax checkpoint was never committed ({problem}){hint}")
     return Checkpoint(path, tuple(items), layout, metadata, (warning,) if warning else ())
 
 
 def locate(path: Path, step: int | None = None) -> Location:
     """A checkpoint, or the step ``step`` (default: the latest) of a root of steps."""
+    check_reachable(path)
     if not path.exists():
         raise _not_found(path)
     is_checkpoint_itself = not path.is_dir() or (
