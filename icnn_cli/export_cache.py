@@ -27,12 +27,13 @@ read an entry back. An output holding any other container is not exported.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def load_exported_init(key: ExportKey, init: InitConfig, input_shape: tuple[int, ...]) -> Any:
+def load_exported_init(key: ExportKey, init: InitConfig) -> Any:
     """The cached init as ``rngs -> variables``, or ``None`` when there is no usable entry."""
     try:
         raw = key.path.read_bytes()
@@ -121,9 +122,9 @@ def load_exported_init(key: ExportKey, init: InitConfig, input_shape: tuple[int,
         exported = jax.export.deserialize(bytearray(payload))
         structure = header["out_tree"]
         _check_structure(structure, len(exported.out_avals))
+        return _runner(exported, structure, init, header["custom_calls"] is not False)
     except Exception:  # damaged, foreign or unreadable: the cold path rewrites it
         return None
-    return _runner(exported, structure, init, input_shape)
 
 
 def export_and_store(
@@ -143,12 +144,13 @@ def export_and_store(
 
     exported, structure = _export(module, init, input_shape, rngs, _lowering_platform(platform))
     payload = exported.serialize()
+    custom_calls = "custom_call" in exported.mlir_module()
     header = {"format": ENTRY_FORMAT, "key": key.digest, "inputs": key.inputs}
-    header["out_tree"] = structure
+    header.update(out_tree=structure, custom_calls=custom_calls)
     _write_entry(key.path, header, payload)
     # Run the deserialized program, as a warm run will: the same lowering, so the same
     # persistent-cache entry and the same bits.
-    return _runner(jax.export.deserialize(bytearray(payload)), structure, init, input_shape)
+    return _runner(jax.export.deserialize(bytearray(payload)), structure, init, custom_calls)
 
 
 def _lowering_platform(platform: str) -> str:
@@ -179,21 +181,55 @@ def _export(
 
 
 def _runner(
-    exported: Any, structure: Structure, init: InitConfig, input_shape: tuple[int, ...]
+    exported: Any, structure: Structure, init: InitConfig, custom_calls: bool
 ) -> Callable[[Any], Any]:
+    """``rngs -> variables`` through ``exported``, compiled now (from JAX's persistent cache
+    when it has the program), so a program that does not compile fails here, not later."""
     import jax
+    import numpy as np
 
     def init_program(rngs: Any, inputs: Any) -> Any:
         return exported.call(rngs, inputs)
 
     init_program.__name__ = "init"
-    jitted = jax.jit(init_program)
-    inputs = dummy_input(input_shape)
+    (arguments, _) = jax.tree.unflatten(
+        exported.in_tree,
+        [jax.ShapeDtypeStruct(aval.shape, aval.dtype) for aval in exported.in_avals],
+    )
+    with _lapack_setup(needed=custom_calls):
+        compiled = jax.jit(init_program).lower(*arguments).compile()
+    # The ones of dummy_input, made by numpy: jnp.ones would compile (or load) two more programs.
+    inputs = np.ones(arguments[1].shape, arguments[1].dtype)
 
     def run(rngs: Any) -> Any:
-        return cast_floating(rebuild_tree(structure, jitted(rngs, inputs)), init.dtype)
+        traced = any(isinstance(key, jax.core.Tracer) for key in jax.tree.leaves(rngs))
+        # Under jax.eval_shape (the resource check) a compiled program cannot be called;
+        # the export itself can, and gives the output shapes without lowering anything.
+        leaves = init_program(rngs, inputs) if traced else compiled(rngs, inputs)
+        return cast_floating(rebuild_tree(structure, leaves), init.dtype)
 
     return run
+
+
+@contextlib.contextmanager
+def _lapack_setup(needed: bool) -> Iterator[None]:
+    """Skip jax.export's LAPACK setup when the program calls no LAPACK (no custom call at all).
+
+    Lowering any exported CPU program initialises JAX's LAPACK kernels first, which imports
+    scipy.linalg: 0.3-1 s on a 2-core CPU, more than the rest of a warm init. The ICNN init
+    without Gaussian-map samples is plain HLO; with them (matrix square roots) it keeps it.
+    """
+    from jax._src.export import _export
+
+    original = getattr(_export, "_ensure_backends_initialized", None)
+    if needed or original is None:
+        yield
+        return
+    _export._ensure_backends_initialized = lambda platforms: None
+    try:
+        yield
+    finally:
+        _export._ensure_backends_initialized = original
 
 
 # --- the output tree as JSON ------------------------------------------------------------

@@ -85,7 +85,7 @@ def prepare_init(
     )
     input_shape = config.resolved_input_shape()
     with default_device(device):
-        loaded = export_cache.load_exported_init(key, config.init, input_shape)
+        loaded = export_cache.load_exported_init(key, config.init)
     if loaded is not None:
         return PreparedInit(config, device, loaded, sample_files, versions, exported="loaded")
     with default_device(device):
