@@ -64,6 +64,7 @@ class Summary:
 
     def as_json(self, max_depth: int | None = None) -> dict[str, Any]:
         """Every leaf, never collapsed; ``modules`` gives subtotals down to ``max_depth``."""
+        with_stats = self.with_stats
         return (
             {
                 "path": self.path,
@@ -82,7 +83,7 @@ class Summary:
                         "arrays": row.arrays,
                     }
                     # how many of the module's leaves carry each flag
-                    | ({"flags": dict(row.flag_counts)} if self.with_stats else {})
+                    | ({"flags": dict(row.flag_counts)} if with_stats else {})
                     for row in limit_depth(tree_rows(self.leaves), max_depth)
                     if not row.is_leaf
                 ],
