@@ -550,6 +550,13 @@ def bench_inspect_layouts(report: Report) -> None:
     print(report.sections[-1], flush=True)
 
 
+def bench_gcs_requests(report: Report) -> None:
+    """Requests to a bucket (the local GCS emulator): icnn beside plain Orbax."""
+    section = run([PYTHON, str(BENCH / "bench_gcs_requests.py")]).stdout
+    report.sections.append(section)
+    print(section, flush=True)
+
+
 def bench_help(repeats: int, report: Report) -> None:
     times = medians(
         {
@@ -580,7 +587,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--only", help="comma-separated items to run, e.g. 1,5")
     args = parser.parse_args()
-    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5"}
+    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6"}
     report = Report()
     load_before = load_average()
     started = time.perf_counter()
@@ -600,6 +607,8 @@ def main() -> None:
         if "4" in only:
             bench_inspect(work, args.repeats, report)
             bench_inspect_layouts(report)
+        if "6" in only:
+            bench_gcs_requests(report)
     elapsed = time.perf_counter() - started
     header = [
         "# Benchmarks",

@@ -110,7 +110,7 @@ def inspect(path: str | os.PathLike[str], stats: bool = False) -> Summary:
 
     Args:
       path: a checkpoint directory, or an Orbax ``CheckpointManager`` root (its latest
-        step is summarised).
+        step is summarised); a local path or a ``gs://`` URL.
       stats: read the arrays for per-leaf statistics (mean, std, min, max, NaN/Inf
         counts); the recorded fingerprint of an icnn checkpoint is checked on the way.
 
@@ -123,21 +123,17 @@ def inspect(path: str | os.PathLike[str], stats: bool = False) -> Summary:
     Raises:
       icnn_cli.errors.IcnnError: not a checkpoint, or damaged data (exit code 1).
     """
-    from pathlib import Path
+    from icnn_cli.analysis.inspection import inspect_checkpoint
+    from icnn_cli.checkpoint.storage import storage_path
 
-    try:
-        from icnn_cli.analysis.inspection import inspect_checkpoint
-    except ImportError:  # before the move into analysis/
-        from icnn_cli.analysis.inspection import inspect_checkpoint
-
-    return inspect_checkpoint(Path(path), with_stats=stats)
+    return inspect_checkpoint(storage_path(path), with_stats=stats)
 
 
 def load(path: str | Path) -> tuple[Any, Any]:
     """Rebuild the OTT ICNN of an icnn checkpoint and restore its variables.
 
     Args:
-      path: checkpoint directory written by ``icnn init``.
+      path: checkpoint directory written by ``icnn init`` (a local path or ``gs://`` URL).
 
     Returns:
       ``(module, variables)`` such that ``module.apply(variables, x)`` evaluates

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.config import IcnnConfig, validate_seed
 from icnn_cli.errors import IcnnError
 
@@ -75,7 +76,7 @@ def init_in_process(
             raise IcnnError(f"seed: {error}") from None
     if platform is not None and platform not in ("cpu", "gpu", "tpu"):
         raise IcnnError(f"platform: expected cpu, gpu or tpu, got {platform!r}")
-    output = Path(out) if out is not None else None
+    output = storage_path(out) if out is not None else None
     if output is not None:
         from icnn_cli.checkpoint.writing import check_output_path
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
 from icnn_cli.checkpoint.reader import CheckpointReader
+from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.checkpoint.writing import check_output_path
 from icnn_cli.config import IcnnConfig, validate_seed
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
@@ -73,7 +74,7 @@ def _seed_entry(part: str, text: str) -> range:
 def seed_output_path(out: Path, seed: int) -> Path:
     """``out/seed-N``, or ``out`` with ``{seed}`` replaced when it is a template."""
     if SEED_PLACEHOLDER in str(out):
-        return Path(str(out).replace(SEED_PLACEHOLDER, str(seed)))
+        return storage_path(str(out).replace(SEED_PLACEHOLDER, str(seed)))
     return out / f"seed-{seed}"
 
 

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from icnn_cli.cli import app
 
+pytest_plugins = ["tests.gcs_fixtures"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def colour_setting_of_a_plain_terminal():

@@ -10,6 +10,7 @@ from typing import Any
 
 from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.metadata import is_value_metadata, metadata_tree
+from icnn_cli.checkpoint.storage import orbax_path
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths, leaf_path
@@ -127,7 +128,7 @@ def _restore_with(path: Path, restore_args: Any) -> Any:
         warnings.filterwarnings("ignore", message="Sharding info not provided")
         try:
             return checkpointer.restore(
-                path.absolute(), args=ocp.args.PyTreeRestore(restore_args=restore_args)
+                orbax_path(path), args=ocp.args.PyTreeRestore(restore_args=restore_args)
             )
         except Exception as error:  # Orbax raises plain Exception for a missing data file
             raise IcnnError(

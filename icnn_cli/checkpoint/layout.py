@@ -60,6 +60,8 @@ MAX_CHECKPOINT_METADATA_BYTES = 4 << 20  # Orbax's own entries plus an icnn spec
 # "<prefix>_" (CheckpointManagerOptions.step_prefix / step_format_fixed_length).
 STEP_NAME = re.compile(r"^(?:(?P<prefix>.+)_)?(?P<number>\d+)$")
 FIRST_RELEASE_WITH_MARKER = (0, 12, 3)
+# What an Orbax save writes before its marker, so what a killed one may have left.
+SAVE_STARTED = (TREE_METADATA, CHECKPOINT_METADATA, "manifest.ocdbt", "ocdbt.process_0", "d")
 
 ItemKind = Literal["pytree", "json", "unknown", "safetensors", "npz", "msgpack"]
 TREE_KINDS = ("pytree", *FILE_KINDS)  # items that hold a tree of arrays
@@ -340,6 +342,13 @@ def _commit_problem(path: Path, metadata: dict[str, Any]) -> tuple[str | None, s
 # --- the entry points ----------------------------------------------------------------------------
 
 
+def has_unfinished_save(path: Path) -> bool:
+    """Whether ``path`` holds what a save killed before its marker leaves (no marker)."""
+    return not (path / COMMIT_MARKER).is_file() and any(
+        (path / name).exists() for name in SAVE_STARTED
+    )
+
+
 def _not_found(path: Path) -> IcnnError:
     if is_remote(path):
         bucket = missing_bucket(path)
@@ -378,6 +387,11 @@ def open_checkpoint(path: Path) -> Checkpoint:
         )
     metadata = read_checkpoint_metadata(path)
     found = _items(path, metadata)
+    if found is None and is_remote(path) and has_unfinished_save(path):
+        raise IcnnError(
+            f"{path}: Orbax checkpoint was never committed (no {COMMIT_MARKER}, which a save "
+            f"to object storage writes last){interrupted_replace_hint(path, COMMIT_MARKER)}"
+        )
     if found is None:
         steps = manager_steps(path)
         hint = (

@@ -16,6 +16,7 @@ from typing import Any
 
 from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.layout import TREE_METADATA, Item
+from icnn_cli.checkpoint.storage import file_size, files_under, is_remote, orbax_path
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths
@@ -30,7 +31,7 @@ def read_step_metadata(path: Path) -> Any:
 
     try:
         with ocp.PyTreeCheckpointer() as checkpointer:
-            step = checkpointer.metadata(path.absolute())
+            step = checkpointer.metadata(orbax_path(path))
     except Exception as error:  # Orbax raises KeyError, JSONDecodeError... for broken files
         raise IcnnError(
             f"{path}: {TREE_METADATA} is unreadable or damaged ({first_line(error)})",
@@ -151,7 +152,9 @@ MAX_JSON_ITEM_BYTES = 1 << 20  # JSON items hold metrics and small settings
 
 def item_bytes(item: Item) -> int:
     """The bytes of an item's files on disk."""
-    return sum(file.stat().st_size for file in item.path.rglob("*") if file.is_file())
+    if is_remote(item.path):
+        return sum(file_size(item.path / name) for name in files_under(item.path))
+    return sum(file_size(file) for file in item.path.rglob("*") if file.is_file())
 
 
 def read_json_item(item: Item) -> Any:
@@ -159,7 +162,7 @@ def read_json_item(item: Item) -> Any:
     file = item.json_file
     if file is None:
         raise IcnnError(f"{item.path}: JSON item without its document file", RUNTIME_ERROR)
-    if file.stat().st_size > MAX_JSON_ITEM_BYTES:
+    if file_size(file) > MAX_JSON_ITEM_BYTES:
         raise IcnnError(
             f"{file}: JSON item is larger than {MAX_JSON_ITEM_BYTES} bytes", RUNTIME_ERROR
         )

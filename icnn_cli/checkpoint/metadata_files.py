@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint.layout import TREE_METADATA
+from icnn_cli.checkpoint.storage import file_size, is_remote, kvstore_spec, tensorstore_context
 from icnn_cli.errors import first_line
 from icnn_cli.records import LeafRecord
 from icnn_cli.sharding import describe_spec
@@ -89,7 +90,8 @@ def _zarr_headers(path: Path, names: Sequence[str], use_ocdbt: bool, use_zarr3: 
     import tensorstore as ts
 
     try:
-        store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{path.absolute()}/"}).result()
+        spec = {"driver": "ocdbt", "base": kvstore_spec(path)}
+        store = ts.KvStore.open(spec, context=tensorstore_context(path)).result()
         reads = [store.read(f"{name}/{header_file}") for name in names]
         return [json.loads(read.result().value) for read in reads]
     except (ValueError, RuntimeError) as error:  # tensorstore reports missing data as ValueError
@@ -236,14 +238,19 @@ def array_reader(path: Path) -> Any:
     import tensorstore as ts
 
     _, use_ocdbt, use_zarr3 = _tree_document(path)
-    base = f"file://{path.absolute()}/"
+    base = kvstore_spec(path)
     kvstore: Any = {"driver": "ocdbt", "base": base} if use_ocdbt else base
     driver = "zarr3" if use_zarr3 else "zarr"
     # One context: the OCDBT manifest is read once for all leaves, not once per leaf.
-    context = ts.Context()
+    context = tensorstore_context(path)
+    # A committed checkpoint does not change: in a bucket, do not ask again per leaf
+    # whether the cached manifest is still current (a request each).
+    rechecks = {"recheck_cached_data": False, "recheck_cached_metadata": False}
+    if not is_remote(path):
+        rechecks = {}
 
     def read(leaf: LeafRecord) -> Any:
-        spec = {"driver": driver, "kvstore": kvstore, "path": ".".join(leaf.path)}
+        spec = {"driver": driver, "kvstore": kvstore, "path": ".".join(leaf.path), **rechecks}
         store = ts.open(spec, open=True, read=True, context=context).result()
         return store.read().result()
 
@@ -266,7 +273,7 @@ def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
     from icnn_cli.tree_paths import flatten_with_paths
 
     file = path / MSGPACK_TREE
-    if not file.is_file() or file.stat().st_size > MAX_MSGPACK_TREE_BYTES:
+    if not file.is_file() or file_size(file) > MAX_MSGPACK_TREE_BYTES:
         return None
     try:
         tree = msgpack_restore(file.read_bytes())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"
 STAGING_TAG = ".icnn-staging-"
@@ -45,6 +46,32 @@ def leftovers(target: Path, tag: str) -> list[tuple[Path, bool]]:
         )
         found.append((candidate, not owner_alive))
     return found
+
+
+def remote_staging_leftovers(target: Any) -> list[Any]:
+    """Staging copies an earlier write to ``target`` in a bucket left beside it.
+
+    No process id can be checked there (the writer may have run anywhere): a bucket
+    has one writer per ``--out`` at a time, so whatever is there is a leftover.
+    """
+    from icnn_cli.checkpoint.storage import storage_path
+
+    prefix = f".{target.name}{STAGING_TAG}"
+    parent = storage_path(str(target.parent))
+    if not parent.is_dir():
+        return []
+    return sorted(child for child in parent.iterdir() if child.name.startswith(prefix))
+
+
+def interrupted_replace_hint(target: Any, commit_marker: str) -> str:
+    """Where an interrupted ``--force`` in a bucket left the new checkpoint whole, if it did."""
+    for leftover in remote_staging_leftovers(target):
+        if (leftover / commit_marker).is_file():
+            return (
+                f" (an interrupted 'icnn init --force' left the new checkpoint whole at "
+                f"{leftover}; the next 'icnn init' with this --out finishes replacing it)"
+            )
+    return ""
 
 
 def interrupted_swap_hint(target: Path) -> str:

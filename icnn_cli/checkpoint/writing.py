@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
+from icnn_cli.checkpoint.remote_writing import check_remote_output, write_remote_checkpoint
+from icnn_cli.checkpoint.storage import is_remote
 from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG, leftovers
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
 from icnn_cli.resources import is_disk_full, mount_point
@@ -100,8 +102,11 @@ def check_output_path(target: Path, force: bool) -> None:
     """Refuse (exit 2) an output path that cannot take a new checkpoint, before any work.
 
     First puts back a checkpoint that an interrupted fallback swap left aside, so
-    ``target`` is judged as it really stands.
+    ``target`` is judged as it really stands. A URL (``gs://``) is checked by
+    :mod:`~icnn_cli.checkpoint.remote_writing`.
     """
+    if is_remote(target):
+        return check_remote_output(target, force)
     recover_interrupted_swap(target)
     if target.is_file() or target.is_symlink():
         raise IcnnError(f"--out {target}: exists and is a file, not a checkpoint directory")
@@ -148,7 +153,14 @@ def write_checkpoint_atomically(
         directory named after process 0 and finalizes it behind its own barriers;
         process 0 alone checks ``--out``, fsyncs and swaps the result in, and every
         process learns the outcome. ``target`` must then be on a shared filesystem.
+
+    A URL (``gs://``) has no rename: :mod:`~icnn_cli.checkpoint.remote_writing`
+    says what replaces the swap there.
     """
+    if is_remote(target):
+        return write_remote_checkpoint(
+            target, variables, custom_metadata, force, every_process=every_process
+        )
     import orbax.checkpoint as ocp
 
     from icnn_cli import distributed

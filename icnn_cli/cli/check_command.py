@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.cli.errors import reported_errors
 from icnn_cli.cli.options import ArchitectureOpt, JsonOpt
 from icnn_cli.cli.output import Output
@@ -16,7 +16,9 @@ DEFAULT_SAMPLES = 2048
 
 
 def check(
-    path: Annotated[Path, typer.Argument(help="Checkpoint directory.", show_default=False)],
+    path: Annotated[
+        str, typer.Argument(help="Checkpoint directory (or gs:// URL).", show_default=False)
+    ],
     config: ArchitectureOpt = None,
     samples: Annotated[
         int, typer.Option("--samples", help="Random chord tests per input scale in the search.")
@@ -39,7 +41,7 @@ def check(
             validate_seed(seed)
         except ValueError as error:
             raise IcnnError(f"--seed: {error}") from None
-        loaded = load_model(path, config)
+        loaded = load_model(storage_path(path), config)
         with output.status("Checking convexity (certificate, then counterexample search)…"):
             report = check_model(loaded, samples=samples, seed=seed)
         output.result(report.as_json(), lambda: render_convexity(report))

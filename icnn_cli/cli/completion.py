@@ -7,9 +7,9 @@ command line names. A callback never raises: no candidates is the answer to a ba
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
+
+from icnn_cli.checkpoint.storage import storage_path
 
 
 def complete_item_names(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -22,7 +22,7 @@ def complete_item_names(ctx: typer.Context, incomplete: str) -> list[str]:
     if path is None:
         return []
     try:
-        location = locate(Path(path), ctx.params.get("step"))
+        location = locate(storage_path(path), ctx.params.get("step"))
     except Exception:  # an unfinished or wrong path while typing: offer nothing
         return []
     names = [item.name for item in location.checkpoint.items if item.name]

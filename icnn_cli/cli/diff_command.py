@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.cli.errors import reported_errors
 from icnn_cli.cli.options import JsonOpt
 from icnn_cli.cli.output import Output
@@ -15,8 +15,12 @@ DIFFERENT = 1
 
 
 def diff(
-    a: Annotated[Path, typer.Argument(help="First checkpoint directory.", show_default=False)],
-    b: Annotated[Path, typer.Argument(help="Second checkpoint directory.", show_default=False)],
+    a: Annotated[
+        str, typer.Argument(help="First checkpoint directory (or gs:// URL).", show_default=False)
+    ],
+    b: Annotated[
+        str, typer.Argument(help="Second checkpoint directory (or gs:// URL).", show_default=False)
+    ],
     atol: Annotated[
         float,
         typer.Option(help="Values within this absolute difference count as the same."),
@@ -29,7 +33,7 @@ def diff(
         from icnn_cli.analysis.diff import diff_checkpoints
         from icnn_cli.render.reports import render_diff
 
-        report = diff_checkpoints(a, b, atol)
+        report = diff_checkpoints(storage_path(a), storage_path(b), atol)
         output.result(report.as_json(), lambda: render_diff(report))
     if not report.identical:
         raise typer.Exit(DIFFERENT)

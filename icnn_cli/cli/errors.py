@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import typer
 
+from icnn_cli.checkpoint.storage import remote_failure
 from icnn_cli.cli.output import Output
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 
@@ -43,6 +44,10 @@ def reported_errors() -> Iterator[None]:
     except Exception as error:
         if debug_enabled():
             raise
+        plain = remote_failure(error)
+        if plain is not None:  # gcsfs / google-auth: a bucket, credentials, the network
+            Output.error(plain.message)
+            raise typer.Exit(plain.exit_code) from None
         Output.error(
             f"unexpected failure: {type(error).__name__}: {first_line(error, limit=300)} "
             "(run 'icnn --debug ...' for the traceback)"

@@ -37,8 +37,11 @@ def init(
         typer.Option(help="Master seed, 0..2**32-1; overrides init.seed from the config."),
     ] = None,
     out: Annotated[
-        Path | None,
-        typer.Option(help="Checkpoint directory to create; overrides 'output' (default ckpt)."),
+        str | None,
+        typer.Option(
+            help="Checkpoint directory to create, or a gs:// URL; overrides 'output' "
+            "(default ckpt)."
+        ),
     ] = None,
     force: Annotated[
         bool,
@@ -127,7 +130,9 @@ def init(
                 raise IcnnError(f"--seed: {error}") from None
         if mesh is not None:
             loaded = _with_mesh(loaded, mesh)
-        request_output = out if out is not None else Path(loaded.output)
+        from icnn_cli.checkpoint.storage import storage_path
+
+        request_output = storage_path(out if out is not None else loaded.output)
         platform_name = platform.value if platform else None
         compile_cache = None
         if not dry_run:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.cli.completion import complete_item_names
 from icnn_cli.cli.errors import reported_errors
 from icnn_cli.cli.options import JsonOpt
@@ -22,10 +22,11 @@ class OutputFormat(StrEnum):
 
 def inspect(
     path: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="Orbax checkpoint directory (one item, or a step with items), or a root of "
-            "steps (a CheckpointManager's or a v1 training Checkpointer's directory).",
+            "steps (a CheckpointManager's or a v1 training Checkpointer's directory); a "
+            "local path or a gs:// URL.",
             show_default=False,
         ),
     ],
@@ -125,8 +126,9 @@ def inspect(
             json_mode=json_output or output_format == OutputFormat.json,
             markdown_mode=output_format == OutputFormat.md,
         )
+        location = storage_path(path)
         summary = inspect_checkpoint(
-            path, with_stats=stats, globs=filters or (), step=step, item=item
+            location, with_stats=stats, globs=filters or (), step=step, item=item
         )
         for warning in summary.warnings:
             output.warn(warning)
@@ -142,7 +144,7 @@ def inspect(
         from icnn_cli.checkpoint.layout import locate
         from icnn_cli.render.reports import render_health, render_health_markdown
 
-        checkpoint_path = locate(path, step).checkpoint.path
+        checkpoint_path = locate(location, step).checkpoint.path
         report = probe_health(load_model(checkpoint_path, config_flag=None), probe or DEFAULT_PROBE)
         output.result(
             lambda: {**summary.as_json(max_depth=depth), "health": report.as_json()},

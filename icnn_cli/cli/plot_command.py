@@ -7,13 +7,16 @@ from typing import Annotated
 
 import typer
 
+from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.cli.errors import reported_errors
 from icnn_cli.cli.options import ArchitectureOpt, JsonOpt
 from icnn_cli.cli.output import Output
 
 
 def plot(
-    path: Annotated[Path, typer.Argument(help="Checkpoint directory.", show_default=False)],
+    path: Annotated[
+        str, typer.Argument(help="Checkpoint directory (or gs:// URL).", show_default=False)
+    ],
     out: Annotated[
         Path,
         typer.Option(
@@ -32,7 +35,7 @@ def plot(
         from icnn_cli.analysis.plot import check_output_file, plot_checkpoint
 
         check_output_file(out)
-        loaded = load_model(path, config)
+        loaded = load_model(storage_path(path), config)
         with output.status("Drawing…"):
             result = plot_checkpoint(loaded, out)
         output.result(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.cli.errors import reported_errors
 from icnn_cli.cli.options import JsonOpt
 from icnn_cli.cli.output import Output
@@ -15,7 +15,10 @@ from icnn_cli.errors import RUNTIME_ERROR
 
 def verify(
     paths: Annotated[
-        list[Path], typer.Argument(help="Checkpoint directories to verify.", show_default=False)
+        list[str],
+        typer.Argument(
+            help="Checkpoint directories (or gs:// URLs) to verify.", show_default=False
+        ),
     ],
     atol: Annotated[
         float | None,
@@ -35,7 +38,7 @@ def verify(
     with reported_errors():
         from icnn_cli.analysis.verify import verify_checkpoints
 
-        reports = verify_checkpoints(paths, atol)
+        reports = verify_checkpoints([storage_path(path) for path in paths], atol)
         from icnn_cli.render.reports import render_verify
 
         data = {
