@@ -127,9 +127,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path):
     The honest route, timed on the 2-core development machine: ``pip wheel --no-deps``
     (9 s), a fresh ``venv`` with pip, then ``pip install WHEEL -c requirements.lock`` (about
     70 s: the pinned dependencies come from the configured index and pip's cache, no
-    other site-packages are visible), then the three commands (16 s). The config goes
-    through a file; once ``icnn init -c -`` reads standard input this can become
-    ``icnn config new | icnn init -c - --out ckpt``.
+    other site-packages are visible), then the commands of README's Quick start for a
+    pip install (16 s): ``icnn config new | icnn init -c - --out ckpt && icnn inspect ckpt``.
     """
     if not _pypi_reachable():
         pytest.skip("the package index is unreachable")
@@ -161,8 +160,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path):
     env.pop("PYTHONPATH", None)
 
     script = (
-        "icnn config new --dim-data 2 --dim-hidden 8,8 > cfg.yaml"
-        " && icnn init -c cfg.yaml --out ckpt > /dev/null"
+        "set -o pipefail; icnn config new --dim-data 2 --dim-hidden 8,8"
+        " | icnn init -c - --out ckpt > /dev/null"
         " && icnn inspect ckpt"
         " && python -c 'import icnn_cli, pathlib;"
         " print(icnn_cli.__file__); print(icnn_cli.__version__)'"
