@@ -240,8 +240,10 @@ def check_resources(prepared: PreparedInit, output: Path) -> resources.ResourceE
     """
     import jax
 
-    stream_keys, _ = rngs.derive_stream_keys(prepared.config.init)
     with default_device(prepared.device):
+        # Inside the device context, as initialize_seed makes them: elsewhere the keys' small
+        # programs would be compiled (or loaded from the persistent cache) a second time.
+        stream_keys, _ = rngs.derive_stream_keys(prepared.config.init)
         shapes = jax.eval_shape(prepared.init_variables, stream_keys)
     figures = resources.estimate(shapes, output, _devices(prepared.layout, prepared.device))
     figures.check(output)
