@@ -46,9 +46,14 @@ class StreamingFingerprint:
         self._last = parts
         self._digest.update("/".join(parts).encode())
         if getattr(leaf, "is_fully_addressable", True):
-            array = np.ascontiguousarray(np.asarray(leaf))
-            self._digest.update(f"|{array.dtype.str}|{array.shape}|".encode())
-            self._digest.update(array.tobytes())
+            array = np.asarray(leaf)
+            # A scalar is hashed with shape (1,): what np.ascontiguousarray made of it
+            # when the fingerprint was first defined, so old checkpoints still verify.
+            shape = array.shape if array.ndim else (1,)
+            self._digest.update(f"|{array.dtype.str}|{shape}|".encode())
+            # The bytes through the buffer protocol, never ``tobytes()``: a 100M-parameter
+            # init would otherwise hold a second copy of its largest leaf while hashing.
+            self._digest.update(_contiguous_bytes(array))
             return
         # Split across processes: no process holds it whole, so the same bytes
         # are gathered block by block (every process takes part).
@@ -57,7 +62,17 @@ class StreamingFingerprint:
         shape = tuple(int(dim) for dim in leaf.shape)
         self._digest.update(f"|{np.dtype(leaf.dtype).str}|{shape}|".encode())
         for block in host_blocks(leaf):
-            self._digest.update(np.ascontiguousarray(block).tobytes())
+            self._digest.update(_contiguous_bytes(np.asarray(block)))
 
     def value(self) -> str:
         return f"sha256:{self._digest.hexdigest()}"
+
+
+def _contiguous_bytes(array: Any) -> memoryview:
+    """``array``'s bytes in C order, as a view when it is C-contiguous (copied otherwise)."""
+    import numpy as np
+
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    # bool, bfloat16 and other dtypes without a buffer format are hashed as raw bytes.
+    return memoryview(array.reshape(-1).view(np.uint8))

@@ -23,10 +23,20 @@ from icnn_cli.errors import IcnnError
 
 # Peak bytes the jitted init holds per parameter byte, measured on the 100M-parameter
 # model of BENCHMARKS.md section 3 with XLA's buffer assignment
-# (``compiled.memory_analysis()``): the output (1x) plus, for every random leaf,
-# threefry's two uint32 halves (2x the leaf), which XLA's schedule may keep live for
-# several leaves at once: output 389 MiB + temporaries 761 MiB = 2.96x.
-PEAK_PER_PARAMETER_BYTE = 3.0
+# (``compiled.memory_analysis()``): the output (1x) plus threefry's two uint32 halves
+# of the leaf being drawn (2x that leaf). XLA's default CPU schedule keeps those of
+# both 7000x7000 kernels live at once (output 389 MiB + temporaries 761 MiB = 2.96x);
+# with LOW_PEAK_XLA_FLAGS one leaf's at a time (389 + 374 MiB = 1.96x). 2.0 is the
+# figure with the flags, which ``icnn init`` sets; without them it runs up to ~3x.
+PEAK_PER_PARAMETER_BYTE = 2.0
+# XLA CPU flags that bring the init's temporaries from 2x the parameter bytes down
+# to 2x the largest leaf, with the same bits and no slower (BENCHMARKS.md section 3):
+# schedule for memory rather than for concurrency, and let copy insertion see that the
+# threefry loops' buffers can be reused.
+LOW_PEAK_XLA_FLAGS = (
+    "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+    "--xla_cpu_copy_insertion_use_region_analysis=true",
+)
 # Orbax's metadata files and OCDBT's manifests beside the array data.
 CHECKPOINT_OVERHEAD_BYTES = 1 << 20
 
@@ -106,6 +116,19 @@ class ResourceEstimate:
                 f"--out {output}: the checkpoint needs ~{format_size(self.checkpoint_bytes)}, "
                 f"{format_size(self.free_disk)} free on {self.disk_where}"
             )
+
+
+def prefer_low_peak_memory() -> None:
+    """Add :data:`LOW_PEAK_XLA_FLAGS` to ``XLA_FLAGS`` (read when JAX starts its backend).
+
+    A flag the user already set in ``XLA_FLAGS`` is left as they set it. Called before
+    anything initialises JAX's backends; afterwards it changes nothing.
+    """
+    current = os.environ.get("XLA_FLAGS", "")
+    named = {flag.split("=")[0] for flag in current.split()}
+    added = [flag for flag in LOW_PEAK_XLA_FLAGS if flag.split("=")[0] not in named]
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
 
 
 def format_size(count: int) -> str:

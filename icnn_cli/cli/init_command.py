@@ -137,6 +137,9 @@ def init(
         compile_cache = None
         if not dry_run:
             from icnn_cli.compile_cache import configure_compile_cache
+            from icnn_cli.resources import prefer_low_peak_memory
+
+            prefer_low_peak_memory()
 
             compile_cache = configure_compile_cache(enabled=not no_compile_cache)
         if seeds is not None:
