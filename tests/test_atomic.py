@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from icnn_cli.checkpoint import temporaries, writing
+from icnn_cli.checkpoint import writing
+from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.config import load_config
 from icnn_cli.errors import IcnnError
@@ -32,7 +33,7 @@ from tests.helpers import ICNN, tiny_model
 # 5 kernels of 2048 x 2048 plus small layers: 21,059,598 parameters, 80 MiB.
 LARGE_MODEL = {"dim_data": 2, "dim_hidden": [2048] * 6}
 KILLS = int(os.environ.get("ICNN_KILLS", "8"))
-TEMPORARY_TAGS = (temporaries.STAGING_TAG, temporaries.ASIDE_TAG, temporaries.ORBAX_TMP_SUFFIX)
+TEMPORARY_TAGS = (STAGING_TAG, ASIDE_TAG, ORBAX_TMP_SUFFIX)
 
 
 def temporaries(directory: Path) -> list[str]:
@@ -60,7 +61,7 @@ def intact_seed(out: Path, expected: dict[int, str]) -> int:
 def wait_for_staging(process: subprocess.Popen, out: Path) -> float | None:
     """Seconds until the process starts writing beside ``out`` (None if it ended first)."""
     start = time.monotonic()
-    prefix = f".{out.name}{temporaries.STAGING_TAG}"
+    prefix = f".{out.name}{STAGING_TAG}"
     while process.poll() is None:
         if any(name.startswith(prefix) for name in os.listdir(out.parent)):
             return time.monotonic() - start
@@ -194,9 +195,9 @@ def test_a_swap_killed_between_its_renames_is_put_back_by_the_next_run(
     # The state SIGKILL leaves between the fallback's two renames: the old checkpoint
     # aside, the new one staged, nothing at --out.
     pid = dead_pid()
-    aside = tmp_path / f".ckpt{temporaries.ASIDE_TAG}{pid}"
+    aside = tmp_path / f".ckpt{ASIDE_TAG}{pid}"
     out.rename(aside)
-    (tmp_path / "new").rename(tmp_path / f".ckpt{temporaries.STAGING_TAG}{pid}")
+    (tmp_path / "new").rename(tmp_path / f".ckpt{STAGING_TAG}{pid}")
 
     missing = icnn("inspect", out)
     again = icnn("init", "-c", config, "--out", out, "--seed", 3, "--force")
@@ -212,7 +213,7 @@ def test_without_force_the_put_back_checkpoint_is_kept(icnn, write_config, tmp_p
     config = write_config({"model": tiny_model()})
     out = tmp_path / "ckpt"
     assert icnn("init", "-c", config, "--out", out, "--seed", 1).exit_code == 0
-    out.rename(tmp_path / f".ckpt{temporaries.ASIDE_TAG}{dead_pid()}")
+    out.rename(tmp_path / f".ckpt{ASIDE_TAG}{dead_pid()}")
 
     result = icnn("init", "-c", config, "--out", out, "--seed", 2)
 
