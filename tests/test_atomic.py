@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from icnn_cli.checkpoint import writing
-from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG
 from icnn_cli.checkpoint.reader import CheckpointReader
+from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG
 from icnn_cli.config import load_config
 from icnn_cli.errors import IcnnError
 from icnn_cli.pipeline import initialize_seed, prepare_init
