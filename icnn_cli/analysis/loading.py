@@ -152,7 +152,9 @@ def load_model(
       config_flag: the flag that gives ``config_path``, named in the error for a
         checkpoint without a spec; ``None`` where the command has no such flag.
     """
-    return read_consistently([Path(path)], lambda: _load_model(path, config_path, config_flag))
+    return read_consistently(
+        [storage_path(path)], lambda: _load_model(path, config_path, config_flag)
+    )
 
 
 def _load_model(
