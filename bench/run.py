@@ -194,7 +194,7 @@ def bench_warm_breakdown(work: Path, repeats: int, report: Report) -> None:
     env = {"ICNN_COMPILE_CACHE_DIR": str(cache)}
     script = str(BENCH / "warm_breakdown.py")
     for mode in ("export", "jit"):  # fill the cache: the exported init and the plain program
-        run([PYTHON, script, str(DEFAULT_CONFIG), str(work / "breakdown"), mode], env)
+        run([PYTHON, script, str(DEFAULT_CONFIG), str(work / "breakdown"), mode, "fill"], env)
     phases: dict[str, dict[str, list[float]]] = {"export": {}, "jit": {}}
     for _ in range(repeats):
         for mode, found in phases.items():
