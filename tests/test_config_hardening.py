@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +119,9 @@ def test_hostile_config_is_one_line_exit_2_and_writes_nothing(case, icnn, tmp_pa
     config.write_bytes(content)
     out = tmp_path / "out"
 
-    started = time.perf_counter()
     result = icnn("init", "--config", config, "--out", out)
 
     line = assert_refused(result, out, f"{config}{expected}")
-    assert time.perf_counter() - started < 5
     # the line is short and safe for a terminal, whatever the config held
     assert len(line) < 400
     assert all(char.isprintable() for char in line)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,9 +45,7 @@ def compiles(caplog: pytest.LogCaptureFixture):
 def test_a_model_too_big_for_memory_is_refused_before_compiling(icnn, write_config, tmp_path):
     out = tmp_path / "ckpt"
     config = write_config({"model": HUGE})
-    start = time.perf_counter()
     result = icnn("init", "-c", config, "--out", out)
-    elapsed = time.perf_counter() - start
     assert result.exit_code == 2, result.output
     message = result.stderr.strip()
     assert message.startswith("icnn: error: the init needs ~")
@@ -56,7 +53,6 @@ def test_a_model_too_big_for_memory_is_refused_before_compiling(icnn, write_conf
     assert "GiB at its peak" in message and "available (host memory)" in message
     assert message.endswith("try --mesh or a smaller dim_hidden")
     assert not out.exists() and list(tmp_path.iterdir()) == [config]
-    assert elapsed < 30  # tracing only: no 40 GB allocated, nothing compiled
 
 
 def test_the_refusal_compiles_no_init(icnn, write_config, tmp_path, compiles):
@@ -65,9 +61,14 @@ def test_the_refusal_compiles_no_init(icnn, write_config, tmp_path, compiles):
     config = write_config({"model": HUGE})
     result = icnn("init", "-c", config, "--out", tmp_path / "ckpt", "--no-compile-cache")
     assert result.exit_code == 2
-    # Only JAX's small helpers of the key derivation ran; the init itself was never compiled.
+    # At most JAX's small helpers of the key derivation ran; the init was never compiled.
+    # (They may have been compiled by an earlier test of this process: then nothing is.)
+    import jax
+
+    jax.jit(lambda x: x * 3.25)(1.0)  # a fresh program: proves the compile log is captured
     names = compiles()
-    assert names and not [name for name in names if "init" in name], names
+    assert any("lambda" in name for name in names), names
+    assert not [name for name in names if "init" in name], names
 
 
 def test_the_memory_figure_is_the_patched_one(icnn, write_config, tmp_path, monkeypatch):
