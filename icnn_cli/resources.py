@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli.errors import IcnnError
+from icnn_cli.units import format_bytes
 
 # Peak bytes the jitted init holds per parameter byte, measured on the 100M-parameter
 # model of BENCHMARKS.md section 3 with XLA's buffer assignment
@@ -79,16 +80,16 @@ class ResourceEstimate:
         available = (
             "not reported by the backend"
             if self.available_memory is None
-            else f"{format_size(self.available_memory)} available ({self.memory_where})"
+            else f"{format_bytes(self.available_memory)} available ({self.memory_where})"
         )
         free = (
             f"free space of {self.disk_where} not reported"
             if self.free_disk is None
-            else f"{format_size(self.free_disk)} free on {self.disk_where}"
+            else f"{format_bytes(self.free_disk)} free on {self.disk_where}"
         )
         return [
-            ("peak memory", f"~{format_size(self.peak_bytes)} at its peak; {available}"),
-            ("checkpoint", f"~{format_size(self.checkpoint_bytes)}; {free}"),
+            ("peak memory", f"~{format_bytes(self.peak_bytes)} at its peak; {available}"),
+            ("checkpoint", f"~{format_bytes(self.checkpoint_bytes)}; {free}"),
         ]
 
     def as_json(self) -> dict[str, Any]:
@@ -106,15 +107,15 @@ class ResourceEstimate:
         if not self.memory_fits:
             assert self.available_memory is not None
             raise IcnnError(
-                f"the init needs ~{format_size(self.peak_bytes)} at its peak, "
-                f"{format_size(self.available_memory)} available ({self.memory_where}); "
+                f"the init needs ~{format_bytes(self.peak_bytes)} at its peak, "
+                f"{format_bytes(self.available_memory)} available ({self.memory_where}); "
                 "try --mesh or a smaller dim_hidden"
             )
         if not self.disk_fits:
             assert self.free_disk is not None
             raise IcnnError(
-                f"--out {output}: the checkpoint needs ~{format_size(self.checkpoint_bytes)}, "
-                f"{format_size(self.free_disk)} free on {self.disk_where}"
+                f"--out {output}: the checkpoint needs ~{format_bytes(self.checkpoint_bytes)}, "
+                f"{format_bytes(self.free_disk)} free on {self.disk_where}"
             )
 
 
@@ -129,16 +130,6 @@ def prefer_low_peak_memory() -> None:
     added = [flag for flag in LOW_PEAK_XLA_FLAGS if flag.split("=")[0] not in named]
     if added:
         os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
-
-
-def format_size(count: int) -> str:
-    """``37.3 GiB``: one decimal, binary units (as ``format_bytes`` elsewhere)."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def parameter_bytes(abstract: Any) -> int:

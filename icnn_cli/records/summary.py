@@ -8,6 +8,7 @@ from typing import Any
 
 from icnn_cli.records.leaves import LeafFilter, LeafRecord
 from icnn_cli.records.tree import limit_depth, tree_rows
+from icnn_cli.units import format_bytes  # noqa: F401 - part of this module's interface
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,13 +94,3 @@ class Summary:
             | ({"items": [item.as_json() for item in self.items]} if self.items else {})
             | ({"resources": self.resources} if self.resources else {})
         )
-
-
-def format_bytes(count: int) -> str:
-    """Human-readable binary size: ``16.0 KiB``."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
