@@ -18,11 +18,11 @@ run: install  ## init configs/default.yaml to $(CKPT)/ and inspect it
 	$(BIN)/icnn init --seed 0 --config configs/default.yaml --out $(CKPT) --force
 	$(BIN)/icnn inspect $(CKPT)
 
-test: install  ## the whole suite, slow cases included (what CI runs)
-	$(BIN)/pytest
+test: install  ## the whole suite, slow cases included (what CI runs), on every core
+	$(BIN)/pytest -n auto
 
 test-fast: install  ## everything but the cases marked slow
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n auto -m "not slow"
 
 lint: install  ## ruff, and the import-linter contracts of pyproject.toml (layers, no circles)
 	$(BIN)/ruff check icnn_cli tests bench configs

@@ -20,13 +20,15 @@ pytest_plugins = ["tests.gcs_fixtures"]
 
 @pytest.fixture(scope="session", autouse=True)
 def colour_setting_of_a_plain_terminal():
-    """Drop a NO_COLOR the developer's shell may set, so output matches CI's.
+    """Drop a NO_COLOR the developer's shell may set, and pin the plain output's width.
 
     Set for the whole session, so the subprocesses tests start inherit it too;
-    ``run_icnn`` sets NO_COLOR=1 for its own children.
+    ``run_icnn`` sets NO_COLOR=1 for its own children. A shell's (or a test worker's)
+    COLUMNS would otherwise cut the rows that golden-text tests compare.
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("NO_COLOR", raising=False)
+        patch.setenv("COLUMNS", "120")
         yield
 
 
