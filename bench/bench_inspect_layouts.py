@@ -172,8 +172,8 @@ def main() -> None:
                     Path(scratch) / f"layout_{index}", arguments.leaves, options
                 )
                 target = str(path.absolute())
-                orbax = None
-                if path.is_dir():
+                orbax = None  # metadata() of a step with items answers nothing useful
+                if path.is_dir() and not (options.get("manager") or options.get("v1")):
                     orbax = best_of(arguments.repeats, lambda path=path: orbax_metadata(path))
                 cells = [
                     orbax,
