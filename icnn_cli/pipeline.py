@@ -195,7 +195,6 @@ def write_seed_checkpoint(
             variables,
             {METADATA_KEY: spec.model_dump(mode="json")},
             force,
-            every_process=distributed.process_count() > 1,
         )
 
 
@@ -217,7 +216,7 @@ def run_init(request: InitRequest) -> InitResult:
     if request.dry_run:
         return _dry_run(request)
     with distributed.all_or_none("preparing the init"):
-        if distributed.is_primary():  # see write_checkpoint_atomically(every_process=True)
+        if distributed.is_primary():  # see write_checkpoint_atomically
             check_output_path(request.output, request.force)
         prepared = prepare_init(config, request.config_dir, request.platform, request.compile_cache)
         check_resources(prepared, request.output)

@@ -28,7 +28,7 @@ from typing import Any
 from icnn_cli.checkpoint.layout import TREE_METADATA
 from icnn_cli.checkpoint.storage import file_size, is_remote, kvstore_spec, tensorstore_context
 from icnn_cli.errors import first_line
-from icnn_cli.records import LeafRecord
+from icnn_cli.records import LeafRecord, records_of_values
 from icnn_cli.sharding import describe_spec
 
 ARRAY_METADATAS = "array_metadatas"
@@ -289,15 +289,7 @@ def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
 
 def msgpack_leaf_records(path: Path) -> list[LeafRecord]:
     """Records of an Orbax 0.4 aggregated tree, whose ``_METADATA`` has no shapes."""
-    import numpy as np
-
     values = msgpack_values(path)
     if values is None:
         raise UnexpectedLayout(f"no values in {MSGPACK_TREE}")
-    records = []
-    for parts, value in values.items():
-        if isinstance(value, np.ndarray):
-            records.append(LeafRecord.of_array(parts, value.shape, value.dtype))
-        else:
-            records.append(LeafRecord.of_scalar(parts, value, type(value).__name__))
-    return records
+    return records_of_values(values)

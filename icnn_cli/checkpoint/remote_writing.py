@@ -93,18 +93,12 @@ def write_remote_checkpoint(
     variables: Any,
     custom_metadata: dict[str, Any],
     force: bool,
-    *,
-    every_process: bool = False,
 ) -> None:
     """Save ``variables`` with Orbax at ``target`` in a bucket; see the module docstring."""
     from icnn_cli import distributed
 
-    primary = distributed.is_primary() if every_process else True
-
-    def together(step: str) -> Any:
-        return distributed.all_or_none(step) if every_process else contextlib.nullcontext()
-
-    with together(f"preparing --out {target}"):
+    primary = distributed.is_primary()
+    with distributed.all_or_none(f"preparing --out {target}"):
         if primary:
             check_remote_output(target, force)
             replacing = is_committed(target)
@@ -112,22 +106,21 @@ def write_remote_checkpoint(
                 _remove(target)  # an unfinished save: nothing there to keep
         else:
             replacing = False
-    if every_process:
-        replacing = bool(distributed.primary_value(int(replacing)))
+    replacing = bool(distributed.primary_value(int(replacing)))
     if not replacing:
         with _write_failures_reported(target):
             _save(target, variables, custom_metadata)
         forget_listing(target)
         return
-    owner, token = os.getpid(), secrets.randbits(31)
-    if every_process:  # one staging name for all processes: process 0's
-        owner, token = distributed.primary_value(owner), distributed.primary_value(token)
+    # one staging name for all processes: process 0's
+    owner = distributed.primary_value(os.getpid())
+    token = distributed.primary_value(secrets.randbits(31))
     staging = target.parent / staging_name(target, owner, token)
     replaced = False
     try:
         with _write_failures_reported(target):
             _save(staging, variables, custom_metadata)
-            with together(f"committing --out {target}"):
+            with distributed.all_or_none(f"committing --out {target}"):
                 if primary:
                     _replace(staging, target)
                     replaced = True

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
-from icnn_cli.records import LeafRecord
+from icnn_cli.records import LeafRecord, records_of_values
 
 FileKind = Literal["safetensors", "npz", "msgpack"]
 FILE_KINDS: tuple[FileKind, ...] = ("safetensors", "npz", "msgpack")
@@ -162,17 +162,7 @@ def _msgpack_tree(path: Path) -> dict[tuple[str, ...], Any]:
 
 
 def _msgpack_records(path: Path) -> list[LeafRecord]:
-    import numpy as np
-
-    records = []
-    for parts, value in _msgpack_tree(path).items():
-        if isinstance(value, np.ndarray):
-            records.append(LeafRecord.of_array(parts, value.shape, value.dtype))
-        elif isinstance(value, bool | int | float | str):
-            records.append(LeafRecord.of_scalar(parts, value, type(value).__name__))
-        else:
-            records.append(LeafRecord.of_scalar(parts, str(value), "str"))
-    return records
+    return records_of_values(_msgpack_tree(path))
 
 
 # --- values ------------------------------------------------------------------------------

@@ -138,8 +138,6 @@ def write_checkpoint_atomically(
     variables: Any,
     custom_metadata: dict[str, Any],
     force: bool,
-    *,
-    every_process: bool = False,
 ) -> None:
     """Save ``variables`` with Orbax at ``target``; the old checkpoint survives any crash.
 
@@ -148,37 +146,32 @@ def write_checkpoint_atomically(
       variables: the pytree to save; ``StandardCheckpointer().restore(target)`` returns it.
       custom_metadata: plain-JSON metadata stored with it.
       force: replace an existing checkpoint at ``target``.
-      every_process: a multi-process run, where every process calls this. Orbax
-        writes each process's own shards (``ocdbt.process_N/``) into one staging
-        directory named after process 0 and finalizes it behind its own barriers;
-        process 0 alone checks ``--out``, fsyncs and swaps the result in, and every
-        process learns the outcome. ``target`` must then be on a shared filesystem.
+
+    In a multi-process run every process calls this. Orbax writes each process's own
+    shards (``ocdbt.process_N/``) into one staging directory named after process 0
+    and finalizes it behind its own barriers; process 0 alone checks ``--out``, fsyncs
+    and swaps the result in, and every process learns the outcome (``distributed``'s
+    helpers are plain calls in a single process). ``target`` must then be on a shared
+    filesystem.
 
     A URL (``gs://``) has no rename: :mod:`~icnn_cli.checkpoint.remote_writing`
     says what replaces the swap there.
     """
     if is_remote(target):
-        return write_remote_checkpoint(
-            target, variables, custom_metadata, force, every_process=every_process
-        )
+        return write_remote_checkpoint(target, variables, custom_metadata, force)
     import orbax.checkpoint as ocp
 
     from icnn_cli import distributed
 
-    primary = distributed.is_primary() if every_process else True
-
-    def together(step: str) -> Any:
-        return distributed.all_or_none(step) if every_process else contextlib.nullcontext()
-
+    primary = distributed.is_primary()
     # Process 0 alone looks at --out: the check also puts back a checkpoint an
     # interrupted swap left aside, which two processes must not race to do.
-    with together(f"preparing --out {target}"):
+    with distributed.all_or_none(f"preparing --out {target}"):
         if primary:
             check_output_path(target, force)
             target.parent.mkdir(parents=True, exist_ok=True)
             clean_stale_staging(target)
-    owner = distributed.primary_value(os.getpid()) if every_process else None
-    staging = staging_path(target, owner_pid=owner)
+    staging = staging_path(target, owner_pid=distributed.primary_value(os.getpid()))
     had_checkpoint = target.exists()
     try:
         with _disk_full_reported(target, had_checkpoint):
@@ -187,7 +180,7 @@ def write_checkpoint_atomically(
                 checkpointer.wait_until_finished()
             # With several processes, Orbax's async_commit_complete barrier has passed
             # here: every process wrote its shards and process 0 finalized the staging.
-            with together(f"committing --out {target}"):
+            with distributed.all_or_none(f"committing --out {target}"):
                 if primary:
                     _fsync_tree(staging)
                     _commit(staging, target, force)

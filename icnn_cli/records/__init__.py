@@ -14,6 +14,7 @@ from icnn_cli.records.leaves import (
     leaf_matches,
     leaf_statistics,
     records_of_tree,
+    records_of_values,
 )
 from icnn_cli.records.summary import ItemRecord, Summary, format_bytes
 from icnn_cli.records.tree import SummaryRow, summary_rows, tree_rows
@@ -31,6 +32,7 @@ __all__ = [
     "leaf_matches",
     "leaf_statistics",
     "records_of_tree",
+    "records_of_values",
     "summary_rows",
     "tree_rows",
 ]

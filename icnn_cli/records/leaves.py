@@ -196,6 +196,22 @@ def records_of_tree(
     ]
 
 
+def records_of_values(values: dict[tuple[str, ...], Any]) -> list[LeafRecord]:
+    """Records of leaves held in memory by path: numpy arrays, Python scalars, anything else
+    as its text (a msgpack tree, say, whose values came with it)."""
+    import numpy as np
+
+    records = []
+    for parts, value in values.items():
+        if isinstance(value, np.ndarray):
+            records.append(LeafRecord.of_array(parts, value.shape, value.dtype))
+        elif isinstance(value, bool | int | float | str):
+            records.append(LeafRecord.of_scalar(parts, value, type(value).__name__))
+        else:
+            records.append(LeafRecord.of_scalar(parts, str(value), "str"))
+    return records
+
+
 # --- filtering (on leaves, before anything is read) ------------------------------------
 
 
