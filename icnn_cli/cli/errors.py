@@ -9,9 +9,26 @@ import typer
 
 from icnn_cli.checkpoint.storage import remote_failure
 from icnn_cli.cli.output import Output
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import IcnnError, Wording, first_line, is_bad_input
 
+USAGE_ERROR = 2
+RUNTIME_ERROR = 1
 INTERRUPTED = 130
+
+CLI_WORDING = Wording(
+    subject=lambda name: "--" + name.replace("_", "-"),
+    with_value=lambda flag, value: f"{flag} {value}",
+)
+"""How the CLI spells a core error's parameters: ``--out ckpt: ...``, ``pass --force``."""
+
+
+def cli_message(error: IcnnError) -> str:
+    return error.worded(CLI_WORDING)
+
+
+def exit_code_of(error: IcnnError) -> int:
+    """Bad input exits 2, a failure at run time 1: by the error's class, decided here only."""
+    return USAGE_ERROR if is_bad_input(error) else RUNTIME_ERROR
 
 
 _settings = {"debug": False}
@@ -36,8 +53,8 @@ def reported_errors() -> Iterator[None]:
     except IcnnError as error:
         if debug_enabled():
             raise
-        Output.error(error.message)
-        raise typer.Exit(error.exit_code) from None
+        Output.error(cli_message(error))
+        raise typer.Exit(exit_code_of(error)) from None
     except KeyboardInterrupt:
         Output.error("interrupted")
         raise typer.Exit(INTERRUPTED) from None
@@ -46,8 +63,8 @@ def reported_errors() -> Iterator[None]:
             raise
         plain = remote_failure(error)
         if plain is not None:  # gcsfs / google-auth: a bucket, credentials, the network
-            Output.error(plain.message)
-            raise typer.Exit(plain.exit_code) from None
+            Output.error(cli_message(plain))
+            raise typer.Exit(exit_code_of(plain)) from None
         Output.error(
             f"unexpected failure: {type(error).__name__}: {first_line(error, limit=300)} "
             "(run 'icnn --debug ...' for the traceback)"
