@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import IcnnError, RuntimeFailure, UsageError, first_line, param
 
 MESSAGE_BYTES = 512  # room for one error line per process in the all-gather
 
@@ -45,22 +45,23 @@ class ProcessGroup:
         if self.coordinator is not None:
             host, _, port = self.coordinator.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise IcnnError(
-                    f"--coordinator {self.coordinator}: expected HOST:PORT, e.g. 10.0.0.1:1234"
+                raise UsageError(
+                    "expected HOST:PORT, e.g. 10.0.0.1:1234", "coordinator", self.coordinator
                 )
         if self.num_processes is not None and self.num_processes < 1:
-            raise IcnnError(f"--num-processes {self.num_processes}: must be at least 1")
+            raise UsageError("must be at least 1", "num_processes", self.num_processes)
         if self.process_id is not None:
             if self.process_id < 0:
-                raise IcnnError(f"--process-id {self.process_id}: must be at least 0")
+                raise UsageError("must be at least 0", "process_id", self.process_id)
             if self.num_processes is not None and self.process_id >= self.num_processes:
-                raise IcnnError(
-                    f"--process-id {self.process_id}: must be below --num-processes "
-                    f"{self.num_processes}"
+                raise UsageError(
+                    f"must be below {param('num_processes')} {self.num_processes}",
+                    "process_id",
+                    self.process_id,
                 )
 
 
-class AgreedFailure(IcnnError):
+class AgreedFailure(UsageError):
     """A failure every process raises at the same point, so they can shut down together."""
 
 
@@ -77,14 +78,13 @@ def initialize(group: ProcessGroup) -> None:
         )
     except ValueError as error:
         # JAX could not fill in what the flags left out: no cluster was detected.
-        raise IcnnError(
-            f"--distributed: {error} (no TPU, SLURM or Open MPI environment was detected: "
-            "pass --coordinator, --num-processes and --process-id)"
+        raise UsageError(
+            f"{error} (no TPU, SLURM or Open MPI environment was detected: pass "
+            f"{param('coordinator')}, {param('num_processes')} and {param('process_id')})",
+            "distributed",
         ) from None
     except RuntimeError as error:
-        raise IcnnError(
-            f"jax.distributed.initialize failed: {first_line(error)}", RUNTIME_ERROR
-        ) from None
+        raise RuntimeFailure(f"jax.distributed.initialize failed: {first_line(error)}") from None
 
 
 @contextlib.contextmanager
@@ -171,11 +171,11 @@ def all_or_none(step: str) -> Iterator[None]:
     if not failed:
         return
     if isinstance(failure, IcnnError):
-        raise AgreedFailure(failure.message, failure.exit_code) from None
+        raise failure  # this process's own error: its class and its words
     if failure is not None:
-        raise AgreedFailure(_failure_text(failure), RUNTIME_ERROR) from failure
+        raise RuntimeFailure(_failure_text(failure)) from failure
     index, text = failed[0]
-    raise AgreedFailure(f"process {index} failed while {step}: {text}", RUNTIME_ERROR)
+    raise RuntimeFailure(f"process {index} failed while {step}: {text}")
 
 
 def check_same_everywhere(what: str, text: str) -> None:

@@ -163,7 +163,11 @@ PYTHON_WORDING = Wording(
     subject=lambda name: name,
     with_value=lambda subject, value: f"{subject}={_python_value(value)}",
     # Boolean switches are named as the call that turns them on.
-    references={"force": "force=True", "resume": "resume=True"},
+    references={
+        "force": "force=True",
+        "resume": "resume=True",
+        "mesh": "a mesh (sharding.mesh in the config)",
+    },
 )
 
 

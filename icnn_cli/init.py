@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from icnn_cli.config import InitConfig
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import IcnnError, UsageError
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 
@@ -25,9 +25,10 @@ def select_device(platform: str | None) -> Any:
         return jax.local_devices(backend=platform)[0]
     except RuntimeError:
         available = sorted({device.platform for device in jax.devices()})
-        raise IcnnError(
-            f"--platform {platform}: no {platform.upper()} backend is available here "
-            f"(JAX found: {', '.join(available)})"
+        raise UsageError(
+            f"no {platform.upper()} backend is available here (JAX found: {', '.join(available)})",
+            "platform",
+            platform,
         ) from None
 
 

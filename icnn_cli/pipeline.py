@@ -19,7 +19,7 @@ from icnn_cli.checkpoint.spec import (
 )
 from icnn_cli.checkpoint.writing import check_output_path, write_checkpoint_atomically
 from icnn_cli.config import IcnnConfig
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import RuntimeFailure, first_line, param
 from icnn_cli.fingerprint import fingerprint
 from icnn_cli.init import abstract_variables, compiled_init, select_device
 from icnn_cli.records import LeafRecord, Summary, records_of_tree
@@ -156,11 +156,10 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
             if not resources.is_out_of_memory(error):
                 raise
             # Another process took the memory the check before found free: one plain line.
-            raise IcnnError(
+            raise RuntimeFailure(
                 f"out of memory while running the init on {prepared.device.platform} "
-                f"({first_line(error, limit=120)}); free some memory, or try --mesh or a "
-                "smaller dim_hidden",
-                RUNTIME_ERROR,
+                f"({first_line(error, limit=120)}); free some memory, or try "
+                f"{param('mesh')} or a smaller dim_hidden"
             ) from None
     device = prepared.device
     spec = CheckpointSpec(

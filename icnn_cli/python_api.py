@@ -14,7 +14,7 @@ from typing import Any
 
 from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.config import IcnnConfig, validate_seed
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import IcnnError, UsageError
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | IcnnConfig
 """A config file path, YAML text (a ``str`` with a newline), a mapping, or a validated config."""
@@ -73,9 +73,9 @@ def init_in_process(
         try:
             validated = validated.with_seed(validate_seed(seed))
         except ValueError as error:
-            raise IcnnError(f"seed: {error}") from None
+            raise UsageError(str(error), "seed", seed) from None
     if platform is not None and platform not in ("cpu", "gpu", "tpu"):
-        raise IcnnError(f"platform: expected cpu, gpu or tpu, got {platform!r}")
+        raise UsageError("expected cpu, gpu or tpu", "platform", platform)
     output = storage_path(out) if out is not None else None
     if output is not None:
         from icnn_cli.checkpoint.writing import check_output_path

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import ResourcesExceeded, param
 from icnn_cli.units import format_bytes
 
 # Peak bytes the jitted init holds per parameter byte, measured on the 100M-parameter
@@ -103,19 +103,21 @@ class ResourceEstimate:
         }
 
     def check(self, output: Path) -> None:
-        """Raise :class:`IcnnError` (exit 2) when the init cannot fit."""
+        """Raise :class:`ResourcesExceeded` when the init cannot fit."""
         if not self.memory_fits:
             assert self.available_memory is not None
-            raise IcnnError(
+            raise ResourcesExceeded(
                 f"the init needs ~{format_bytes(self.peak_bytes)} at its peak, "
                 f"{format_bytes(self.available_memory)} available ({self.memory_where}); "
-                "try --mesh or a smaller dim_hidden"
+                f"try {param('mesh')} or a smaller dim_hidden"
             )
         if not self.disk_fits:
             assert self.free_disk is not None
-            raise IcnnError(
-                f"--out {output}: the checkpoint needs ~{format_bytes(self.checkpoint_bytes)}, "
-                f"{format_bytes(self.free_disk)} free on {self.disk_where}"
+            raise ResourcesExceeded(
+                f"the checkpoint needs ~{format_bytes(self.checkpoint_bytes)}, "
+                f"{format_bytes(self.free_disk)} free on {self.disk_where}",
+                "out",
+                output,
             )
 
 

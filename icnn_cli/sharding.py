@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from icnn_cli.config import ShardingConfig, ShardingRule
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import IcnnError, UsageError
 
 GATHER_BLOCK_BYTES = 4 << 20  # one block of a leaf gathered across processes
 
@@ -38,7 +38,7 @@ def parse_mesh(text: str) -> list[int]:
     """``"8"`` -> ``[8]``, ``"2x4"`` -> ``[2, 4]``; anything else is a ``--mesh`` error."""
     parts = text.lower().split("x")
     if not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise IcnnError(f"--mesh {text}: expected positive sizes joined by 'x', e.g. 8 or 2x4")
+        raise UsageError("expected positive sizes joined by 'x', e.g. 8 or 2x4", "mesh", text)
     return [int(part) for part in parts]
 
 
@@ -55,9 +55,11 @@ def build_mesh(shape: Sequence[int], axis_names: Sequence[str], platform: str | 
     devices = jax.devices(platform) if platform else jax.devices()
     if math.prod(shape) != len(devices):
         where = f"{jax.process_count()} processes" if jax.process_count() > 1 else "this process"
-        raise IcnnError(
-            f"--mesh {'x'.join(map(str, shape))}: needs {math.prod(shape)} devices, but JAX sees "
-            f"{len(devices)} {devices[0].platform} device(s) in {where}"
+        raise UsageError(
+            f"needs {math.prod(shape)} devices, but JAX sees "
+            f"{len(devices)} {devices[0].platform} device(s) in {where}",
+            "mesh",
+            "x".join(map(str, shape)),
         )
     # Auto axes: plain GSPMD partitioning of jit(out_shardings=...); make_mesh's
     # default (Explicit) would turn on sharding-in-types for the whole init.

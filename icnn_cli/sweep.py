@@ -23,7 +23,7 @@ from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.checkpoint.writing import check_output_path
 from icnn_cli.config import IcnnConfig, validate_seed
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import IcnnError, RuntimeFailure, UsageError, first_line, param
 from icnn_cli.pipeline import initialize_seed, leaf_records_of, prepare_init, write_seed_checkpoint
 from icnn_cli.records import LeafRecord
 
@@ -37,7 +37,7 @@ def parse_seeds(text: str) -> list[int]:
     """``"0:4,9,20:22"`` -> ``[0, 1, 2, 3, 9, 20, 21]``; ``a:b`` is ``range(a, b)``.
 
     Raises:
-      IcnnError: (exit 2, naming ``--seeds``) for anything else, empty ranges,
+      UsageError: (about ``seeds``) for anything else, empty ranges,
         seeds outside ``0..2**32-1`` and repeated seeds.
     """
     seeds: list[int] = []
@@ -45,29 +45,29 @@ def parse_seeds(text: str) -> list[int]:
     for part in (piece.strip() for piece in text.split(",")):
         for seed in _seed_entry(part, text):
             if seed in seen:
-                raise IcnnError(f"--seeds {text!r}: seed {seed} is listed more than once")
+                raise UsageError(f"seed {seed} is listed more than once", "seeds", text)
             seen.add(seed)
             seeds.append(seed)
             if len(seeds) > MAX_SEEDS:
-                raise IcnnError(f"--seeds {text!r}: more than {MAX_SEEDS:,} seeds")
+                raise UsageError(f"more than {MAX_SEEDS:,} seeds", "seeds", text)
     return seeds
 
 
 def _seed_entry(part: str, text: str) -> range:
     bounds = part.split(":")
     if not part or len(bounds) > 2 or not all(bound.strip().isdigit() for bound in bounds):
-        raise IcnnError(
-            f"--seeds {text!r}: {part!r} is not N or START:STOP (e.g. 0:64, 0,3,9 or 0:8,100)"
+        raise UsageError(
+            f"{part!r} is not N or START:STOP (e.g. 0:64, 0,3,9 or 0:8,100)", "seeds", text
         )
     start = int(bounds[0])
     stop = int(bounds[-1]) if len(bounds) == 2 else start + 1
     if stop <= start:
-        raise IcnnError(f"--seeds {text!r}: range {part} is empty (START:STOP means START..STOP-1)")
+        raise UsageError(f"range {part} is empty (START:STOP means START..STOP-1)", "seeds", text)
     try:
         validate_seed(start)
         validate_seed(stop - 1)
     except ValueError as error:
-        raise IcnnError(f"--seeds {text!r}: {error}") from None
+        raise UsageError(str(error), "seeds", text) from None
     return range(start, stop)
 
 
@@ -152,7 +152,7 @@ def run_sweep(
 def _check_targets(targets: list[tuple[int, Path]], request: SweepRequest) -> None:
     paths = [path for _, path in targets]
     if len(set(paths)) != len(paths):
-        raise IcnnError(f"--out {request.out}: gives several seeds the same path; add {{seed}}")
+        raise UsageError("gives several seeds the same path; add {seed}", "out", request.out)
     for _, path in targets:
         if request.resume and path.exists():
             continue
@@ -169,14 +169,17 @@ def _resume_status(path: Path, fingerprint: str) -> Status:
             raise IcnnError(f"{path}: holds a checkpoint not written by icnn")
         for _ in reader.verified_arrays():
             pass
+    except RuntimeFailure:
+        return "replaced"  # damaged: unreadable, or data that fails its fingerprint
     except IcnnError as error:
-        if error.exit_code == RUNTIME_ERROR:
-            return "replaced"  # damaged: unreadable, or data that fails its fingerprint
-        raise IcnnError(f"--resume: {error.message}") from None
+        if error.parameter is not None:
+            raise
+        raise UsageError(error.problem, "resume") from None
     if reader.spec.fingerprint != fingerprint:
-        raise IcnnError(
-            f"--resume: {path} holds an intact checkpoint with other values (another config, "
-            "seed or library version); remove it or choose another --out"
+        raise UsageError(
+            f"{path} holds an intact checkpoint with other values (another config, "
+            f"seed or library version); remove it or choose another {param('out')}",
+            "resume",
         )
     return "skipped"
 
@@ -194,9 +197,8 @@ def _write(
     except IcnnError:
         raise
     except Exception as error:  # disk full, permissions, Orbax failures
-        raise IcnnError(
+        raise RuntimeFailure(
             f"seed {spec.seed}: cannot write {path} ({first_line(error)}); "
             f"{len(done)} of {len(targets)} checkpoints are written and valid: rerun with "
-            "--resume to write the rest",
-            RUNTIME_ERROR,
+            f"{param('resume')} to write the rest"
         ) from None

@@ -114,7 +114,7 @@ def test_two_seeds_differ_and_a_bad_fingerprint_is_an_error(icnn, write_config, 
     ("args", "message"),
     [
         (["missing", "b"], "missing: no such checkpoint"),
-        (["a", "b", "--atol", "-1"], "--atol: must be a finite number >= 0"),
+        (["a", "b", "--atol", "-1"], "--atol -1.0: must be a finite number >= 0"),
     ],
 )
 def test_bad_input_exits_2(icnn, tmp_path, monkeypatch, args, message):

@@ -169,3 +169,16 @@ def test_yaml_text_with_relative_samples_reads_them_from_the_current_directory(
 
     assert module.gaussian_map_samples is not None
     assert "params" in variables
+
+
+def test_init_onto_an_existing_output_names_the_keyword_not_the_flag(tmp_path):
+    config = {"model": {"dim_data": 2, "dim_hidden": [4]}}
+    icnn_cli.init(config, out=tmp_path / "ckpt")
+
+    with pytest.raises(IcnnError) as refused:
+        icnn_cli.init(config, out=tmp_path / "ckpt")
+
+    assert str(refused.value) == (
+        f"out={str(tmp_path / 'ckpt')!r}: already exists (pass force=True to replace it)"
+    )
+    assert "--" not in str(refused.value)

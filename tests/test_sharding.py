@@ -103,7 +103,9 @@ def test_parse_mesh():
     for bad in ("", "2x", "0", "x4", "2*4", "-1"):
         with pytest.raises(IcnnError) as error:
             parse_mesh(bad)
-        assert error.value.message.startswith(f"--mesh {bad}: expected positive sizes")
+        assert error.value.parameter == "mesh"
+        assert error.value.value == bad
+        assert error.value.problem.startswith("expected positive sizes")
 
 
 def test_mesh_of_one_device_gives_the_plain_init_and_shows_the_layout(icnn, write_config, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_bad_seeds_name_the_flag(icnn, config, tmp_path, text, problem):
     result = icnn("init", "-c", config, "--seeds", text, "--out", tmp_path / "sweep")
 
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"icnn: error: --seeds {text!r}: ")
+    assert result.stderr.startswith(f"icnn: error: --seeds {shlex.quote(text)}: ")
     assert problem in result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "sweep").exists()

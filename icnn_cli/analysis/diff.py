@@ -18,7 +18,7 @@ from icnn_cli.analysis.compare import value_differences
 from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.reader import CheckpointReader
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import UsageError
 from icnn_cli.records import LeafRecord
 
 Status = Literal["same", "changed", "only_a", "only_b", "shape", "dtype"]
@@ -65,7 +65,7 @@ def diff_checkpoints(a: Path, b: Path, atol: float = 0.0) -> DiffReport:
 
 def _diff_checkpoints(a: Path, b: Path, atol: float = 0.0) -> DiffReport:
     if not (atol >= 0 and math.isfinite(atol)):
-        raise IcnnError(f"--atol: must be a finite number >= 0, got {atol}")
+        raise UsageError("must be a finite number >= 0", "atol", atol)
     reader_a = CheckpointReader.open(a)
     reader_b = CheckpointReader.open(b)
     leaves: list[LeafDiff] = []

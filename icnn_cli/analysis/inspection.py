@@ -20,7 +20,7 @@ from icnn_cli.checkpoint.provenance import (
 )
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import installed_versions
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import UsageError
 from icnn_cli.records import (
     ItemRecord,
     LeafFilter,
@@ -163,9 +163,10 @@ def _filtered(
     kept = filter_leaves(leaves, globs)
     if not kept:
         examples = ", ".join(leaf.path_string for leaf in leaves[:3])
-        raise IcnnError(
-            f"--filter {' '.join(globs)}: matches none of the {len(leaves)} leaf paths "
-            f"(they look like {examples})"
+        raise UsageError(
+            f"matches none of the {len(leaves)} leaf paths (they look like {examples})",
+            "filter",
+            " ".join(globs),
         )
     return kept, LeafFilter(globs=globs, kept=len(kept), of=len(leaves))
 

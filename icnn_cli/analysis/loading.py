@@ -21,7 +21,7 @@ from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec, SampleSpec
 from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.config import IcnnConfig, ModelConfig
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint, param
 from icnn_cli.tree_paths import flatten_with_paths
 
 NPY_HEADER_BYTES = 1 << 16  # numpy caps .npy headers far below this
@@ -44,9 +44,8 @@ def spec_config(spec: CheckpointSpec, path: Path) -> IcnnConfig:
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         field = ".".join(map(str, first["loc"]))
-        raise IcnnError(
-            f"{path}: embedded config is invalid: {field}: {first['msg']}",
-            RUNTIME_ERROR,
+        raise DamagedCheckpoint(
+            f"{path}: embedded config is invalid: {field}: {first['msg']}"
         ) from None
 
 
@@ -136,12 +135,12 @@ class LoadedModel:
 
 def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
     """``(module, variables)`` of an icnn checkpoint: what ``icnn_cli.load`` returns."""
-    loaded = load_model(path, config_flag=None)
+    loaded = load_model(path, config_parameter=None)
     return loaded.module, loaded.all_variables
 
 
 def load_model(
-    path: str | Path, config_path: Path | None = None, config_flag: str | None = "--config"
+    path: str | Path, config_path: Path | None = None, config_parameter: str | None = "config"
 ) -> LoadedModel:
     """Load an icnn checkpoint, or any Orbax checkpoint of an OTT ICNN given its config.
 
@@ -149,16 +148,16 @@ def load_model(
       path: checkpoint directory.
       config_path: YAML config describing the architecture (``--config``); needed for
         checkpoints icnn did not write, and used instead of the embedded spec when given.
-      config_flag: the flag that gives ``config_path``, named in the error for a
-        checkpoint without a spec; ``None`` where the command has no such flag.
+      config_parameter: the argument that gives ``config_path``, named in the error for a
+        checkpoint without a spec; ``None`` where the caller has no such argument.
     """
     return read_consistently(
-        [storage_path(path)], lambda: _load_model(path, config_path, config_flag)
+        [storage_path(path)], lambda: _load_model(path, config_path, config_parameter)
     )
 
 
 def _load_model(
-    path: str | Path, config_path: Path | None = None, config_flag: str | None = "--config"
+    path: str | Path, config_path: Path | None = None, config_parameter: str | None = "config"
 ) -> LoadedModel:
     from icnn_cli.config import load_config
 
@@ -169,8 +168,12 @@ def _load_model(
     spec = reader.spec
     if config_path is None:
         if spec is None:
-            hint = f"; give its architecture with {config_flag} CFG.yaml" if config_flag else ""
-            raise IcnnError(f"{path}: no embedded icnn spec (not written by icnn init){hint}")
+            hint = (
+                f"; give its architecture with {param(config_parameter)}"
+                if config_parameter
+                else ""
+            )
+            raise NotACheckpoint(f"{path}: no embedded icnn spec (not written by icnn init){hint}")
         config = spec_config(spec, path)
         samples = recorded_samples(spec, config.model.dim_data)
         structure = samples

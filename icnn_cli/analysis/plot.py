@@ -27,7 +27,7 @@ from typing import Any
 from icnn_cli import model as icnn_model
 from icnn_cli.analysis.health import probe_points, transport_map
 from icnn_cli.analysis.loading import LoadedModel
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import IcnnError, UsageError
 
 DPI = 80
 GRID_POINTS = 80  # contour resolution per axis
@@ -73,14 +73,16 @@ def check_output_file(out: Path) -> None:
     formats = Figure().canvas.get_supported_filetypes()
     suffix = out.suffix.lower().lstrip(".")
     if suffix not in formats:
-        raise IcnnError(
-            f"--out {out}: unknown image format '{out.suffix}' (use one of: "
-            f"{', '.join('.' + name for name in sorted(formats))})"
+        raise UsageError(
+            f"unknown image format '{out.suffix}' (use one of: "
+            f"{', '.join('.' + name for name in sorted(formats))})",
+            "out",
+            out,
         )
     if not out.parent.absolute().is_dir():
-        raise IcnnError(f"--out {out}: directory {out.parent} does not exist")
+        raise UsageError(f"directory {out.parent} does not exist", "out", out)
     if out.is_dir():
-        raise IcnnError(f"--out {out}: is a directory")
+        raise UsageError("is a directory", "out", out)
 
 
 def _region(points: Any) -> tuple[Any, Any]:

@@ -30,7 +30,7 @@ from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec
-from icnn_cli.errors import USAGE_ERROR, IcnnError
+from icnn_cli.errors import IcnnError, is_bad_input
 from icnn_cli.fingerprint import short_fingerprint
 from icnn_cli.tree_paths import flatten_with_paths
 
@@ -126,7 +126,7 @@ def verify_checkpoints(paths: list[Path], atol: float | None = None) -> list[Ver
         try:
             open_checkpoint(path)
         except IcnnError as error:
-            if error.exit_code == USAGE_ERROR:
+            if is_bad_input(error):
                 raise
             # damage is a finding of that checkpoint's report, not a reason to stop
 
@@ -155,7 +155,7 @@ def _verify_checkpoint(
     try:
         reader = CheckpointReader.open(path)
     except IcnnError as error:
-        if error.exit_code != 1:
+        if is_bad_input(error):
             raise
         return _unreadable(path, error.message, None)
     spec = reader.spec
@@ -171,7 +171,7 @@ def _verify_checkpoint(
     try:
         comparison = _compare_stored_with(reader, reproduced, atol)
     except IcnnError as error:
-        if error.exit_code != 1:
+        if is_bad_input(error):
             raise
         return _unreadable(path, error.message, reader.recorded_fingerprint)
     return VerifyReport(

@@ -11,7 +11,7 @@ from typing import Any
 from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.metadata import is_value_metadata, metadata_tree
 from icnn_cli.checkpoint.storage import orbax_path
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import DamagedCheckpoint, first_line
 from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths, leaf_path
 
@@ -87,7 +87,7 @@ def _leaf_reader(path: Path) -> Any:
     try:
         inline = metadata_files.msgpack_values(path)
     except metadata_files.UnexpectedLayout as error:
-        raise IcnnError(f"{path}: cannot read array data ({error})", RUNTIME_ERROR) from None
+        raise DamagedCheckpoint(f"{path}: cannot read array data ({error})") from None
     if inline is not None:
         return lambda leaf: inline[leaf.path]
     try:
@@ -101,9 +101,7 @@ def _read_leaf(path: Path, read: Any, leaf: LeafRecord) -> Any:
     try:
         return read(leaf)
     except (ValueError, RuntimeError) as error:  # tensorstore: missing data, DATA_LOSS, ...
-        raise IcnnError(
-            f"{path}: cannot read array data ({first_line(error)})", RUNTIME_ERROR
-        ) from None
+        raise DamagedCheckpoint(f"{path}: cannot read array data ({first_line(error)})") from None
 
 
 def _unmap_large_buffers_when_freed() -> None:
@@ -131,6 +129,6 @@ def _restore_with(path: Path, restore_args: Any) -> Any:
                 orbax_path(path), args=ocp.args.PyTreeRestore(restore_args=restore_args)
             )
         except Exception as error:  # Orbax raises plain Exception for a missing data file
-            raise IcnnError(
-                f"{path}: cannot read array data ({first_line(error)})", RUNTIME_ERROR
+            raise DamagedCheckpoint(
+                f"{path}: cannot read array data ({first_line(error)})"
             ) from None

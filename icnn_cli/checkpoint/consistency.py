@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import RuntimeFailure
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 5
@@ -45,8 +45,7 @@ def read_consistently(paths: Sequence[Path], read: Callable[[], T]) -> T:
             raise
         if [identity(path) for path in paths] == before:
             return result
-    raise IcnnError(
+    raise RuntimeFailure(
         f"{paths[0]}: the checkpoint was replaced while being read, {MAX_ATTEMPTS} times in a "
-        "row; read it again once its writer is done",
-        RUNTIME_ERROR,
+        "row; read it again once its writer is done"
     )

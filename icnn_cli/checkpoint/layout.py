@@ -46,7 +46,7 @@ from icnn_cli.checkpoint.temporaries import (
     interrupted_swap_hint,
     is_temporary,
 )
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint, first_line
 
 COMMIT_MARKER = "commit_success.txt"
 TREE_METADATA = "_METADATA"
@@ -126,7 +126,7 @@ class Checkpoint:
             if item.name == name:
                 return item
         names = ", ".join(item.label for item in self.items)
-        raise IcnnError(f"--item {name}: {self.path} has no item {name!r} (items: {names})")
+        raise NotACheckpoint(f"{self.path} has no item {name!r} (items: {names})", "item", name)
 
     def only_pytree(self, purpose: str = "") -> Item:
         """The one PyTree item, for commands that need exactly one tree."""
@@ -152,13 +152,15 @@ class RootOfSteps:
     path: Path
     steps: tuple[tuple[int, str], ...]  # (step, directory name), ascending
 
-    def step_path(self, step: int | None, flag: str = "--step") -> tuple[int, Path]:
+    def step_path(self, step: int | None, parameter: str = "step") -> tuple[int, Path]:
         """``(step, directory)`` of ``step``, default the latest."""
         names = dict(self.steps)
         chosen = self.steps[-1][0] if step is None else step
         if chosen not in names:
-            raise IcnnError(
-                f"{flag} {step}: {self.path} has no step {step} (steps: {steps_text(self.steps)})"
+            raise NotACheckpoint(
+                f"{self.path} has no step {step} (steps: {steps_text(self.steps)})",
+                parameter,
+                step,
             )
         return chosen, self.path / names[chosen]
 
@@ -234,9 +236,8 @@ def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
             elif not isinstance(content.get("custom_metadata") or {}, dict):
                 problem = "has a custom_metadata that is not a JSON object"
     if problem:
-        raise IcnnError(
-            f"{path}: {CHECKPOINT_METADATA} {problem}: the checkpoint's metadata is damaged",
-            RUNTIME_ERROR,
+        raise DamagedCheckpoint(
+            f"{path}: {CHECKPOINT_METADATA} {problem}: the checkpoint's metadata is damaged"
         )
     return content
 
@@ -423,9 +424,10 @@ def locate(path: Path, step: int | None = None) -> Location:
     steps = [] if is_checkpoint_itself else manager_steps(path)
     if not steps:
         if step is not None:
-            raise IcnnError(
-                f"--step {step}: {path} is not a CheckpointManager root (no numbered step "
-                "directories)"
+            raise NotACheckpoint(
+                f"{path} is not a CheckpointManager root (no numbered step directories)",
+                "step",
+                step,
             )
         return Location(open_checkpoint(path))
     root = RootOfSteps(path, tuple(steps))

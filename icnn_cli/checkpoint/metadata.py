@@ -17,7 +17,7 @@ from typing import Any
 from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.layout import TREE_METADATA, Item
 from icnn_cli.checkpoint.storage import file_size, files_under, is_remote, orbax_path
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import DamagedCheckpoint, first_line
 from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths
 
@@ -33,12 +33,11 @@ def read_step_metadata(path: Path) -> Any:
         with ocp.PyTreeCheckpointer() as checkpointer:
             step = checkpointer.metadata(orbax_path(path))
     except Exception as error:  # Orbax raises KeyError, JSONDecodeError... for broken files
-        raise IcnnError(
-            f"{path}: {TREE_METADATA} is unreadable or damaged ({first_line(error)})",
-            RUNTIME_ERROR,
+        raise DamagedCheckpoint(
+            f"{path}: {TREE_METADATA} is unreadable or damaged ({first_line(error)})"
         ) from None
     if getattr(step, "item_metadata", step) is None:
-        raise IcnnError(f"{path}: {TREE_METADATA} is unreadable or damaged", RUNTIME_ERROR)
+        raise DamagedCheckpoint(f"{path}: {TREE_METADATA} is unreadable or damaged")
     return step
 
 
@@ -98,9 +97,7 @@ def read_leaf_records(path: Path) -> list[LeafRecord]:
         try:
             records = leaf_records(read_step_metadata(path), path)
         except metadata_files.UnexpectedLayout as error:
-            raise IcnnError(
-                f"{path}: unreadable PyTree metadata ({error})", RUNTIME_ERROR
-            ) from None
+            raise DamagedCheckpoint(f"{path}: unreadable PyTree metadata ({error})") from None
     return with_key_impls(records, metadata_files.key_impls(path))
 
 
@@ -161,14 +158,10 @@ def read_json_item(item: Item) -> Any:
     """The document of a JSON item; exit 1 when it is unreadable or too large to show."""
     file = item.json_file
     if file is None:
-        raise IcnnError(f"{item.path}: JSON item without its document file", RUNTIME_ERROR)
+        raise DamagedCheckpoint(f"{item.path}: JSON item without its document file")
     if file_size(file) > MAX_JSON_ITEM_BYTES:
-        raise IcnnError(
-            f"{file}: JSON item is larger than {MAX_JSON_ITEM_BYTES} bytes", RUNTIME_ERROR
-        )
+        raise DamagedCheckpoint(f"{file}: JSON item is larger than {MAX_JSON_ITEM_BYTES} bytes")
     try:
         return json.loads(file.read_bytes())
     except (ValueError, OSError) as error:
-        raise IcnnError(
-            f"{file}: JSON item is unreadable ({first_line(error)})", RUNTIME_ERROR
-        ) from None
+        raise DamagedCheckpoint(f"{file}: JSON item is unreadable ({first_line(error)})") from None

@@ -27,7 +27,7 @@ from icnn_cli.checkpoint.layout import TREE_KINDS, Checkpoint, Item, open_checkp
 from icnn_cli.checkpoint.metadata import quiet_absl, read_leaf_records, read_step_metadata
 from icnn_cli.checkpoint.single_files import FILE_KINDS
 from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint
 from icnn_cli.fingerprint import StreamingFingerprint, short_fingerprint
 from icnn_cli.records import LeafRecord
 
@@ -80,7 +80,7 @@ class CheckpointReader:
         if item is not None:
             chosen = checkpoint.item(item)
             if chosen.kind not in TREE_KINDS:
-                raise IcnnError(f"--item {item}: is a {chosen.kind} item, not a PyTree")
+                raise NotACheckpoint(f"is a {chosen.kind} item, not a PyTree", "item", item)
             trees = [chosen]
         else:
             trees = checkpoint.pytree_items()
@@ -202,9 +202,8 @@ def _with_scalar_values(path: Path, leaves: list[LeafRecord]) -> list[LeafRecord
 
 
 def fingerprint_mismatch(path: Path, recorded: str, found: str) -> IcnnError:
-    return IcnnError(
+    return DamagedCheckpoint(
         f"{path}: array data does not match the recorded fingerprint "
         f"(recorded {short_fingerprint(recorded)}, found {short_fingerprint(found)}): "
-        "the checkpoint is damaged",
-        RUNTIME_ERROR,
+        "the checkpoint is damaged"
     )

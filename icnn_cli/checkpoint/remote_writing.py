@@ -35,7 +35,15 @@ from icnn_cli.checkpoint.storage import (
     remote_failure,
 )
 from icnn_cli.checkpoint.temporaries import STAGING_TAG, remote_staging_leftovers
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import (
+    IcnnError,
+    NotCommitted,
+    OutputExists,
+    StorageFailure,
+    UsageError,
+    first_line,
+    param,
+)
 
 
 def staging_name(target: Any, owner_pid: int, token: int) -> str:
@@ -62,29 +70,33 @@ def finish_interrupted_replace(target: Any) -> Any | None:
 
 
 def check_remote_output(target: Any, force: bool) -> None:
-    """Refuse (exit 2) an ``--out`` in a bucket that cannot take a new checkpoint."""
+    """Refuse (exit 2) an output path in a bucket that cannot take a new checkpoint."""
     check_reachable(target)
     bucket = missing_bucket(target)
     if bucket:
-        raise IcnnError(f"--out {target}: bucket {bucket} does not exist")
+        raise UsageError(f"bucket {bucket} does not exist", "out", target)
     finish_interrupted_replace(target)
     if target.is_file():
-        raise IcnnError(f"--out {target}: exists and is an object, not a checkpoint directory")
+        raise OutputExists("exists and is an object, not a checkpoint directory", "out", target)
     if not target.exists():
         return
     unfinished = has_unfinished_save(target)
     is_checkpoint = unfinished or is_committed(target)
     if not force:
         if unfinished:
-            raise IcnnError(
-                f"--out {target}: holds an unfinished save (no {COMMIT_MARKER}: a killed "
-                "write?); pass --force to replace it"
+            raise OutputExists(
+                f"holds an unfinished save (no {COMMIT_MARKER}: a killed write?); pass "
+                f"{param('force')} to replace it",
+                "out",
+                target,
             )
-        raise IcnnError(f"--out {target}: already exists (pass --force to replace it)")
+        raise OutputExists(f"already exists (pass {param('force')} to replace it)", "out", target)
     if not is_checkpoint:
-        raise IcnnError(
-            f"--out {target}: holds objects that are not an Orbax checkpoint; --force only "
-            "replaces checkpoints"
+        raise OutputExists(
+            f"holds objects that are not an Orbax checkpoint; {param('force')} only "
+            "replaces checkpoints",
+            "out",
+            target,
         )
 
 
@@ -98,7 +110,7 @@ def write_remote_checkpoint(
     from icnn_cli import distributed
 
     primary = distributed.is_primary()
-    with distributed.all_or_none(f"preparing --out {target}"):
+    with distributed.all_or_none(f"preparing the output {target}"):
         if primary:
             check_remote_output(target, force)
             replacing = is_committed(target)
@@ -120,7 +132,7 @@ def write_remote_checkpoint(
     try:
         with _write_failures_reported(target):
             _save(staging, variables, custom_metadata)
-            with distributed.all_or_none(f"committing --out {target}"):
+            with distributed.all_or_none(f"committing the output {target}"):
                 if primary:
                     _replace(staging, target)
                     replaced = True
@@ -144,7 +156,7 @@ def _replace(staging: Any, target: Any) -> None:
     source, destination = orbax_path(staging), orbax_path(target)
     names = sorted(files_under(source), key=lambda name: name == COMMIT_MARKER)
     if not names or names[-1] != COMMIT_MARKER:
-        raise IcnnError(f"{staging}: the new checkpoint is not committed", RUNTIME_ERROR)
+        raise NotCommitted(f"{staging}: the new checkpoint is not committed")
     marker = destination / COMMIT_MARKER
     if marker.exists():
         marker.unlink()
@@ -176,11 +188,12 @@ def _write_failures_reported(target: Any) -> Any:
     except IcnnError:
         raise
     except Exception as error:
-        plain = remote_failure(error, f"--out {target}")
+        plain = remote_failure(error, target, parameter="out")
         if plain is not None:
             raise plain from None
-        raise IcnnError(
-            f"--out {target}: writing to object storage failed ({first_line(error, 160)}); "
+        raise StorageFailure(
+            f"writing to object storage failed ({first_line(error, 160)}); "
             "nothing there is taken as a committed checkpoint",
-            RUNTIME_ERROR,
+            "out",
+            target,
         ) from None

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import DamagedCheckpoint, IcnnError, first_line
 from icnn_cli.records import LeafRecord, records_of_values
 
 FileKind = Literal["safetensors", "npz", "msgpack"]
@@ -83,7 +83,7 @@ def _split(keys: Sequence[str]) -> dict[str, tuple[str, ...]]:
 
 
 def _damaged(path: Path, error: BaseException) -> IcnnError:
-    return IcnnError(f"{path}: unreadable ({first_line(error)})", RUNTIME_ERROR)
+    return DamagedCheckpoint(f"{path}: unreadable ({first_line(error)})")
 
 
 # --- records (metadata first) ---------------------------------------------------------

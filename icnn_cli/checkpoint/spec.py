@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import DamagedCheckpoint
 
 SPEC_FORMAT = "icnn-spec/1"
 METADATA_KEY = "icnn"
@@ -85,14 +85,12 @@ def parse_spec(custom_metadata: Any, where: str) -> CheckpointSpec | None:
     except (TypeError, ValueError):
         size = MAX_SPEC_BYTES + 1
     if size > MAX_SPEC_BYTES:
-        raise IcnnError(
-            f"{where}: embedded icnn spec is not valid JSON or too large", RUNTIME_ERROR
-        )
+        raise DamagedCheckpoint(f"{where}: embedded icnn spec is not valid JSON or too large")
     try:
         return CheckpointSpec.model_validate(raw)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"])
-        raise IcnnError(
-            f"{where}: embedded icnn spec is damaged: {field}: {first['msg']}", RUNTIME_ERROR
+        raise DamagedCheckpoint(
+            f"{where}: embedded icnn spec is damaged: {field}: {first['msg']}"
         ) from None

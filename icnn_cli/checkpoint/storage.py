@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import IcnnError, NotACheckpoint, StorageFailure, UsageError, first_line
 
 URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<bucket>[^/]*)/?(?P<key>.*)$")
 # scheme -> tensorstore kvstore driver, for the schemes etils.epath also reaches
@@ -300,8 +300,8 @@ def check_reachable(path: Any) -> None:
             store = ts.KvStore.open(spec, context=context).result()
             store.list(nothing).result()
     except (ValueError, RuntimeError) as error:
-        raise IcnnError(
-            f"{path}: cannot reach {scheme}://{bucket} ({_network_words(error)})", RUNTIME_ERROR
+        raise StorageFailure(
+            f"{path}: cannot reach {scheme}://{bucket} ({_network_words(error)})"
         ) from None
     _reachable.add((scheme, bucket))
 
@@ -341,32 +341,44 @@ def stderr_notices_held_back() -> Iterator[None]:
                 os.write(2, b"".join(kept))
 
 
-def remote_failure(error: BaseException, path: Any = None) -> IcnnError | None:
+def remote_failure(
+    error: BaseException, path: Any = None, parameter: str | None = None
+) -> IcnnError | None:
     """A library exception from object storage in plain words, or ``None`` if it is not one.
 
     gcsfs raises ``HttpError`` (with ``.code``) for refused requests and
-    ``FileNotFoundError`` naming ``b/<bucket>/o`` for a bucket that does not exist.
+    ``FileNotFoundError`` naming ``b/<bucket>/o`` for a bucket that does not exist. The
+    words are about ``path``, given as the argument ``parameter`` when there is one.
     """
-    where = f"{path}: " if path is not None else ""
+    found = _remote_problem(error)
+    if found is None:
+        return None
+    kind, problem = found
+    if path is None:
+        return kind(problem)
+    if parameter is not None:
+        return kind(problem, parameter, path)
+    return kind(f"{path}: {problem}")
+
+
+def _remote_problem(error: BaseException) -> tuple[type[IcnnError], str] | None:
     code = getattr(error, "code", None)
     if type(error).__name__ == "HttpError" and isinstance(code, int):
         if code == 401:
-            return IcnnError(
-                f"{where}no credentials accepted for object storage (Google's libraries look in "
+            return UsageError, (
+                "no credentials accepted for object storage (Google's libraries look in "
                 "GOOGLE_APPLICATION_CREDENTIALS, then 'gcloud auth application-default login', "
                 "then the metadata server)"
             )
         if code == 403:
-            return IcnnError(f"{where}permission denied by object storage")
+            return UsageError, "permission denied by object storage"
         if code == 404:
-            return IcnnError(f"{where}not found in object storage")
-        return IcnnError(f"{where}object storage answered HTTP {code}", RUNTIME_ERROR)
+            return NotACheckpoint, "not found in object storage"
+        return StorageFailure, f"object storage answered HTTP {code}"
     if isinstance(error, FileNotFoundError):
         match = re.search(r"\bb/([^/\s']+)/o\b", str(error))
         if match:
-            return IcnnError(f"{where}bucket {match.group(1)!r} does not exist")
+            return UsageError, f"bucket {match.group(1)!r} does not exist"
     if type(error).__module__.startswith(("aiohttp", "google.auth")):
-        return IcnnError(
-            f"{where}cannot reach object storage ({first_line(error, 120)})", RUNTIME_ERROR
-        )
+        return StorageFailure, f"cannot reach object storage ({first_line(error, 120)})"
     return None

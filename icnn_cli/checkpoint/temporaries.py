@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from icnn_cli.errors import param
+
 ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"
 STAGING_TAG = ".icnn-staging-"
 ASIDE_TAG = ".icnn-aside-"  # the old checkpoint during a fallback (non-renameat2) swap
@@ -68,8 +70,8 @@ def interrupted_replace_hint(target: Any, commit_marker: str) -> str:
     for leftover in remote_staging_leftovers(target):
         if (leftover / commit_marker).is_file():
             return (
-                f" (an interrupted 'icnn init --force' left the new checkpoint whole at "
-                f"{leftover}; the next 'icnn init' with this --out finishes replacing it)"
+                f" (an interrupted replace ({param('force')}) left the new checkpoint whole at "
+                f"{leftover}; the next init to this {param('out')} finishes replacing it)"
             )
     return ""
 
@@ -79,7 +81,7 @@ def interrupted_swap_hint(target: Path) -> str:
     for candidate, owner_gone in leftovers(target, ASIDE_TAG):
         if owner_gone:
             return (
-                f" (an interrupted 'icnn init --force' left the previous checkpoint at "
-                f"{candidate}; the next 'icnn init' with this --out puts it back)"
+                f" (an interrupted replace ({param('force')}) left the previous checkpoint at "
+                f"{candidate}; the next init to this {param('out')} puts it back)"
             )
     return ""

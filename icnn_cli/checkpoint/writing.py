@@ -21,7 +21,7 @@ from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
 from icnn_cli.checkpoint.remote_writing import check_remote_output, write_remote_checkpoint
 from icnn_cli.checkpoint.storage import is_remote
 from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG, leftovers
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import IcnnError, OutputExists, RuntimeFailure, UsageError, param
 from icnn_cli.resources import is_disk_full, mount_point
 
 _AT_FDCWD = -100
@@ -109,21 +109,25 @@ def check_output_path(target: Path, force: bool) -> None:
         return check_remote_output(target, force)
     recover_interrupted_swap(target)
     if target.is_file() or target.is_symlink():
-        raise IcnnError(f"--out {target}: exists and is a file, not a checkpoint directory")
+        raise OutputExists("exists and is a file, not a checkpoint directory", "out", target)
     if target.exists():
         if not force:
-            raise IcnnError(f"--out {target}: already exists (pass --force to replace it)")
+            raise OutputExists(
+                f"already exists (pass {param('force')} to replace it)", "out", target
+            )
         is_checkpoint = (target / TREE_METADATA).is_file() or (target / COMMIT_MARKER).is_file()
         if not is_checkpoint and any(target.iterdir()):
-            raise IcnnError(
-                f"--out {target}: is a non-empty directory that is not an Orbax checkpoint; "
-                "--force only replaces checkpoints"
+            raise OutputExists(
+                "is a non-empty directory that is not an Orbax checkpoint; "
+                f"{param('force')} only replaces checkpoints",
+                "out",
+                target,
             )
     parent = _existing_ancestor(target.parent)
     if not parent.is_dir():
-        raise IcnnError(f"--out {target}: {parent} is not a directory")
+        raise UsageError(f"{parent} is not a directory", "out", target)
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise IcnnError(f"--out {target}: directory {parent} is not writable")
+        raise UsageError(f"directory {parent} is not writable", "out", target)
 
 
 def _existing_ancestor(directory: Path) -> Path:
@@ -166,7 +170,7 @@ def write_checkpoint_atomically(
     primary = distributed.is_primary()
     # Process 0 alone looks at --out: the check also puts back a checkpoint an
     # interrupted swap left aside, which two processes must not race to do.
-    with distributed.all_or_none(f"preparing --out {target}"):
+    with distributed.all_or_none(f"preparing the output {target}"):
         if primary:
             check_output_path(target, force)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +184,7 @@ def write_checkpoint_atomically(
                 checkpointer.wait_until_finished()
             # With several processes, Orbax's async_commit_complete barrier has passed
             # here: every process wrote its shards and process 0 finalized the staging.
-            with distributed.all_or_none(f"committing --out {target}"):
+            with distributed.all_or_none(f"committing the output {target}"):
                 if primary:
                     _fsync_tree(staging)
                     _commit(staging, target, force)
@@ -208,9 +212,8 @@ def _disk_full_reported(target: Path, had_checkpoint: bool) -> Any:
         if not is_disk_full(error):
             raise
         kept = "the old checkpoint is untouched" if had_checkpoint else "nothing was written"
-        raise IcnnError(
-            f"no space left on {mount_point(target.parent)} while writing {target}; {kept}",
-            RUNTIME_ERROR,
+        raise RuntimeFailure(
+            f"no space left on {mount_point(target.parent)} while writing {target}; {kept}"
         ) from None
 
 
@@ -258,9 +261,9 @@ def _move_in(staging: Path, target: Path) -> None:
             os.rename(staging, target)
     except OSError as error:
         if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
-            raise IcnnError(
-                f"--out {target}: another process created it while this one was writing; "
-                "its checkpoint was kept",
-                RUNTIME_ERROR,
+            raise RuntimeFailure(
+                "another process created it while this one was writing; its checkpoint was kept",
+                "out",
+                target,
             ) from None
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 from collections.abc import Iterator
 
 import typer
@@ -17,7 +18,8 @@ INTERRUPTED = 130
 
 CLI_WORDING = Wording(
     subject=lambda name: "--" + name.replace("_", "-"),
-    with_value=lambda flag, value: f"{flag} {value}",
+    # Shell-quoted: the value as the user would type it again (`--seeds ''`).
+    with_value=lambda flag, value: f"{flag} {shlex.quote(str(value))}",
 )
 """How the CLI spells a core error's parameters: ``--out ckpt: ...``, ``pass --force``."""
 

@@ -145,7 +145,9 @@ def inspect(
         from icnn_cli.render.reports import render_health, render_health_markdown
 
         checkpoint_path = locate(location, step).checkpoint.path
-        report = probe_health(load_model(checkpoint_path, config_flag=None), probe or DEFAULT_PROBE)
+        report = probe_health(
+            load_model(checkpoint_path, config_parameter=None), probe or DEFAULT_PROBE
+        )
         output.result(
             lambda: {**summary.as_json(max_depth=depth), "health": report.as_json()},
             lambda: Group(
