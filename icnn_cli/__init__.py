@@ -15,8 +15,6 @@ Example::
 from __future__ import annotations
 
 import os
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -86,23 +84,6 @@ def init(
     from icnn_cli.python_api import init_in_process
 
     return init_in_process(config, seed, out=out, force=force, platform=platform)
-
-
-class _Package(types.ModuleType):
-    """This package, keeping :func:`init` when the submodule ``icnn_cli/init.py`` loads.
-
-    Python's import system binds every loaded submodule as an attribute of its package,
-    so the first ``from icnn_cli.init import ...`` (the jitted init, used by the
-    pipeline) would replace the public function ``icnn_cli.init`` with that module.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "init" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def inspect(path: str | os.PathLike[str], stats: bool = False) -> Summary:

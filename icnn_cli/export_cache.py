@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli.config import IcnnConfig, InitConfig
-from icnn_cli.init import cast_floating, dummy_input, init_function
+from icnn_cli.jitted_init import cast_floating, dummy_input, init_function
 
 ENTRY_FORMAT = "icnn-export/1"
 DIRECTORY_NAME = "exports"  # inside the compile cache; JAX's own entries are files `*-cache`

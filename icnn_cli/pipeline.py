@@ -21,7 +21,7 @@ from icnn_cli.checkpoint.writing import check_output_path, write_checkpoint_atom
 from icnn_cli.config import IcnnConfig
 from icnn_cli.errors import RuntimeFailure, first_line, param
 from icnn_cli.fingerprint import fingerprint
-from icnn_cli.init import abstract_variables, compiled_init, select_device
+from icnn_cli.jitted_init import abstract_variables, compiled_init, select_device
 from icnn_cli.records import LeafRecord, Summary, records_of_tree
 from icnn_cli.sharding import Layout, plan_layout
 

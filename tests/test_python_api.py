@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import json
 import subprocess
@@ -59,12 +60,13 @@ def test_the_public_api_is_exported_and_typed():
         assert set(function.__annotations__) == {*parameters, "return"}, name
 
 
-def test_init_stays_the_function_after_the_submodule_loads():
-    jitted_init = importlib.import_module("icnn_cli.init")  # the submodule of the same name
+def test_init_stays_the_function_after_the_jitted_init_loads():
+    jitted_init = importlib.import_module("icnn_cli.jitted_init")
 
     assert callable(icnn_cli.init) and icnn_cli.init is not jitted_init
     assert "config" in inspect.signature(icnn_cli.init).parameters
     assert callable(jitted_init.compiled_init)
+    assert importlib.util.find_spec("icnn_cli.init") is None  # no submodule shadows it
 
 
 @pytest.mark.parametrize("form", ["path", "str path", "yaml text", "mapping", "validated"])

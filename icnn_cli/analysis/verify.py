@@ -269,7 +269,7 @@ def _rerun_device(spec: CheckpointSpec) -> tuple[Any, str]:
     Kernels differ between backends, so only a re-run on the recorded platform is
     expected to match bit for bit; elsewhere ``--atol`` is the honest comparison.
     """
-    from icnn_cli.init import PLATFORMS, select_device
+    from icnn_cli.jitted_init import PLATFORMS, select_device
 
     recorded = spec.device.split(":", 1)[0]
     if recorded in PLATFORMS:
