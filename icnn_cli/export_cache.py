@@ -45,7 +45,7 @@ DIRECTORY_NAME = "exports"  # inside the compile cache; JAX's own entries are fi
 ENTRY_SUFFIX = ".icnn-export"
 # This package's modules that decide what the traced init computes: a change to one of
 # them (an editable install keeps its version number) must not reuse an old export.
-SOURCE_MODULES = ("config.py", "export_cache.py", "init.py", "model.py", "registry.py")
+SOURCE_MODULES = ("config.py", "export_cache.py", "jitted_init.py", "model.py", "registry.py")
 
 Structure = Any  # JSON: {"dict": [[key, node], ...]} | {"list": [...]} | {"tuple": [...]}
 # | {"none": None} | {"leaf": index into the exported program's flat outputs}

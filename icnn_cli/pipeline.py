@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,22 @@ from icnn_cli.sharding import Layout, plan_layout
 
 @dataclasses.dataclass(frozen=True)
 class InitRequest:
-    """What ``icnn init`` was asked to do, after the config has been validated."""
+    """What an init was asked to do, once the config has validated.
+
+    One request type for every caller: ``icnn init`` (one seed), ``icnn init --seeds`` (a
+    sweep, :mod:`icnn_cli.sweep`) and ``icnn_cli.init``; all of them prepare through
+    :func:`plan_init`.
+    """
 
     config: IcnnConfig
     config_dir: Path
-    output: Path
+    output: Path | None = None  # None: compute only, write nothing (the Python API's default)
     force: bool = False
     platform: str | None = None
     dry_run: bool = False
-    compile_cache: Path | None = None  # JAX's compile cache in use; the export cache is inside
+    use_compile_cache: bool = True  # JAX's persistent cache and the cached exported init
+    seeds: Sequence[int] | None = None  # a sweep: one checkpoint per seed
+    resume: bool = False  # a sweep: keep the seeds whose checkpoint exists and verifies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +51,12 @@ class InitResult:
     summary: Summary
     spec: CheckpointSpec | None  # None for a dry run
     variables: Any = None
+    prepared: PreparedInit | None = None  # None for a dry run
+
+    def module(self) -> Any:
+        """OTT's ICNN of this init (built here when the cached export ran instead of it)."""
+        assert self.prepared is not None, "a dry run builds no module"
+        return self.prepared.module or build_module(self.prepared.config, self.prepared.samples)
 
 
 def leaf_records_of(tree: Any, layout: Layout | None = None) -> list[LeafRecord]:
@@ -63,6 +76,38 @@ class PreparedInit:
     layout: Layout | None = None  # with a mesh: where each leaf lives
     module: Any = None  # the OTT ICNN whose init this is; None when loaded from the export cache
     exported: str | None = None  # "stored" or "loaded": run as the cached jax.export program
+    samples: tuple[Any, Any] | None = None  # the Gaussian-map samples the module was built with
+
+
+def plan_init(request: InitRequest, outputs: Sequence[Path] = ()) -> PreparedInit:
+    """THE init plan: every init (``icnn init``, ``--seeds``, ``icnn_cli.init``) prepares here.
+
+    In order, before anything is computed: the runtime (low-peak XLA flags, the compile
+    cache), the ``outputs`` (each must be free, or replaceable with ``force``), the module
+    and its jitted (or cached exported) init, then the memory and disk the init and its
+    ``outputs`` need. A step added to the init is added here, once. In a multi-process run
+    every process takes part and all fail together.
+    """
+    compile_cache = prepare_runtime(request.use_compile_cache)
+    with distributed.all_or_none("preparing the init"):
+        if distributed.is_primary():  # see write_checkpoint_atomically
+            for output in outputs:
+                check_output_path(output, request.force)
+        prepared = prepare_init(request.config, request.config_dir, request.platform, compile_cache)
+        check_resources(prepared, outputs)
+    return prepared
+
+
+def prepare_runtime(use_compile_cache: bool) -> Path | None:
+    """Set up JAX for an init before its backend starts; the compile cache directory in use.
+
+    Idempotent: callers that touch a JAX backend before :func:`plan_init` (process counts,
+    meshes) call it first themselves.
+    """
+    from icnn_cli.compile_cache import configure_compile_cache
+
+    resources.prefer_low_peak_memory()
+    return configure_compile_cache(enabled=use_compile_cache)
 
 
 def prepare_init(
@@ -87,9 +132,11 @@ def prepare_init(
     with default_device(device):
         loaded = export_cache.load_exported_init(key, config.init)
     if loaded is not None:
-        return PreparedInit(config, device, loaded, sample_files, versions, exported="loaded")
+        return PreparedInit(
+            config, device, loaded, sample_files, versions, exported="loaded", samples=samples
+        )
     with default_device(device):
-        module = _build_module(config, samples)
+        module = build_module(config, samples)
         try:
             stream_keys, _ = rngs.derive_stream_keys(config.init)
             stored = export_cache.export_and_store(
@@ -101,9 +148,18 @@ def prepare_init(
             init_variables = compiled_init(module, config.init, input_shape)
     if stored is not None:
         return PreparedInit(
-            config, device, stored, sample_files, versions, module=module, exported="stored"
+            config,
+            device,
+            stored,
+            sample_files,
+            versions,
+            module=module,
+            exported="stored",
+            samples=samples,
         )
-    return PreparedInit(config, device, init_variables, sample_files, versions, module=module)
+    return PreparedInit(
+        config, device, init_variables, sample_files, versions, module=module, samples=samples
+    )
 
 
 def prepare_init_with_samples(
@@ -115,7 +171,7 @@ def prepare_init_with_samples(
     """:func:`prepare_init` with the Gaussian-map samples already loaded (``icnn verify``
     takes them from the files recorded in a checkpoint's spec)."""
     with default_device(device):
-        module = _build_module(config, samples)
+        module = build_module(config, samples)
         layout = _plan_layout(module, config, device.platform)
         init_variables = compiled_init(
             module,
@@ -124,11 +180,19 @@ def prepare_init_with_samples(
             out_shardings=layout.shardings if layout else None,
         )
     return PreparedInit(
-        config, device, init_variables, sample_files, installed_versions(), layout, module
+        config,
+        device,
+        init_variables,
+        sample_files,
+        installed_versions(),
+        layout,
+        module,
+        samples=samples,
     )
 
 
-def _build_module(config: IcnnConfig, samples: tuple[Any, Any] | None) -> Any:
+def build_module(config: IcnnConfig, samples: tuple[Any, Any] | None) -> Any:
+    """OTT's ICNN of ``config``, its ``init.method`` checked: the one place a module is built."""
     module = model.build_icnn(config.model, samples)
     model.check_method(module, config.init.method)
     return module
@@ -204,34 +268,38 @@ def default_device(device: Any) -> Any:
 
 
 def run_init(request: InitRequest) -> InitResult:
-    """Build the ICNN, run its jitted init, and write the checkpoint (unless dry run).
+    """Build the ICNN, run its jitted init, and write the checkpoint (unless dry run, or no
+    ``output``).
 
     In a multi-process run every process calls this with the same request;
     together they write one checkpoint.
     """
+    if not request.dry_run:
+        prepare_runtime(request.use_compile_cache)  # before anything starts a JAX backend
     request = _with_default_mesh(request)
     config = request.config
-    distributed.check_same_everywhere("config, --seed, --out or --force", _request_text(request))
+    distributed.check_same_everywhere("config, seed, output or force", _request_text(request))
     if request.dry_run:
         return _dry_run(request)
-    with distributed.all_or_none("preparing the init"):
-        if distributed.is_primary():  # see write_checkpoint_atomically
-            check_output_path(request.output, request.force)
-        prepared = prepare_init(config, request.config_dir, request.platform, request.compile_cache)
-        check_resources(prepared, request.output)
+    outputs = [request.output] if request.output is not None else []
+    prepared = plan_init(request, outputs)
     variables, spec = initialize_seed(prepared, config.init.seed)
-    write_seed_checkpoint(request.output, variables, spec, request.force)
+    if request.output is not None:
+        write_seed_checkpoint(request.output, variables, spec, request.force)
     summary = Summary(
-        path=str(request.output),
+        path=str(request.output) if request.output is not None else "(not written)",
         leaves=leaf_records_of(variables, prepared.layout),
         header=header_lines(spec),
         spec=spec.model_dump(mode="json"),
     )
-    return InitResult(summary=summary, spec=spec, variables=variables)
+    return InitResult(summary=summary, spec=spec, variables=variables, prepared=prepared)
 
 
-def check_resources(prepared: PreparedInit, output: Path) -> resources.ResourceEstimate:
-    """Refuse (exit 2) an init whose peak memory or checkpoint cannot fit, before compiling.
+def check_resources(
+    prepared: PreparedInit, outputs: Sequence[Path] = ()
+) -> resources.ResourceEstimate:
+    """Refuse an init whose peak memory, or whose checkpoints at ``outputs``, cannot fit,
+    before compiling.
 
     The shapes come from ``eval_shape`` of the prepared (not yet compiled) init, which
     JAX traces once for both this and the real call.
@@ -243,7 +311,10 @@ def check_resources(prepared: PreparedInit, output: Path) -> resources.ResourceE
         # programs would be compiled (or loaded from the persistent cache) a second time.
         stream_keys, _ = rngs.derive_stream_keys(prepared.config.init)
         shapes = jax.eval_shape(prepared.init_variables, stream_keys)
-    figures = resources.estimate(shapes, output, _devices(prepared.layout, prepared.device))
+    output = outputs[0] if outputs else None
+    figures = resources.estimate(
+        shapes, output, _devices(prepared.layout, prepared.device), copies=max(len(outputs), 1)
+    )
     figures.check(output)
     return figures
 
@@ -258,7 +329,7 @@ def _dry_run(request: InitRequest) -> InitResult:
         device = select_device(request.platform)
         samples, _ = model.load_gaussian_map_samples(config.model, request.config_dir)
         with default_device(device):
-            module = _build_module(config, samples)
+            module = build_module(config, samples)
             stream_keys, _ = rngs.derive_stream_keys(config.init)
             shapes = abstract_variables(
                 module, stream_keys, config.init, config.resolved_input_shape()

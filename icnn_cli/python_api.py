@@ -1,8 +1,9 @@
 """``icnn_cli.init``: the ``icnn init`` pipeline in process, for notebooks and training scripts.
 
-The steps are those of :func:`icnn_cli.pipeline.run_init` (prepare once, initialise the
-seed, write atomically with the spec embedded), so the variables are bit-identical to
-what ``icnn init`` writes for the same config and seed.
+It is :func:`icnn_cli.pipeline.run_init`, the very call ``icnn init`` makes (one init plan:
+output and memory checked first, the compile cache and the cached exported init, the
+seed's init, an atomic write with the spec embedded), so the variables are bit-identical
+to what ``icnn init`` writes for the same config and seed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.config import IcnnConfig, validate_seed
 from icnn_cli.errors import IcnnError, UsageError
+from icnn_cli.jitted_init import PLATFORMS
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | IcnnConfig
 """A config file path, YAML text (a ``str`` with a newline), a mapping, or a validated config."""
@@ -66,7 +68,7 @@ def init_in_process(
     platform: str | None = None,
 ) -> tuple[Any, Any]:
     """See :func:`icnn_cli.init`."""
-    from icnn_cli.pipeline import initialize_seed, prepare_init, write_seed_checkpoint
+    from icnn_cli.pipeline import InitRequest, run_init
 
     validated, config_dir = resolve_config(config)
     if seed is not None:
@@ -74,18 +76,17 @@ def init_in_process(
             validated = validated.with_seed(validate_seed(seed))
         except ValueError as error:
             raise UsageError(str(error), "seed", seed) from None
-    if platform is not None and platform not in ("cpu", "gpu", "tpu"):
-        raise UsageError("expected cpu, gpu or tpu", "platform", platform)
-    output = storage_path(out) if out is not None else None
-    if output is not None:
-        from icnn_cli.checkpoint.writing import check_output_path
-
-        check_output_path(output, force)
-    prepared = prepare_init(validated, config_dir, platform)
-    variables, spec = initialize_seed(prepared, validated.init.seed)
-    if output is not None:
-        write_seed_checkpoint(output, variables, spec, force)
-    return prepared.module, variables
+    if platform is not None and platform not in PLATFORMS:
+        raise UsageError(f"expected one of {', '.join(PLATFORMS)}", "platform", platform)
+    request = InitRequest(
+        config=validated,
+        config_dir=config_dir,
+        output=storage_path(out) if out is not None else None,
+        force=force,
+        platform=platform,
+    )
+    result = run_init(request)
+    return result.module(), result.variables
 
 
 def _first_problem(error: Any, source: str) -> str:

@@ -66,6 +66,7 @@ class ResourceEstimate:
     checkpoint_bytes: int
     free_disk: int | None
     disk_where: str
+    copies: int = 1  # checkpoints of this size written there (a sweep: one per seed)
 
     @property
     def memory_fits(self) -> bool:
@@ -102,7 +103,7 @@ class ResourceEstimate:
             "disk_of": self.disk_where,
         }
 
-    def check(self, output: Path) -> None:
+    def check(self, output: Path | None) -> None:
         """Raise :class:`ResourcesExceeded` when the init cannot fit."""
         if not self.memory_fits:
             assert self.available_memory is not None
@@ -113,8 +114,13 @@ class ResourceEstimate:
             )
         if not self.disk_fits:
             assert self.free_disk is not None
+            what = (
+                "the checkpoint needs"
+                if self.copies == 1
+                else f"the {self.copies} checkpoints need"
+            )
             raise ResourcesExceeded(
-                f"the checkpoint needs ~{format_bytes(self.checkpoint_bytes)}, "
+                f"{what} ~{format_bytes(self.checkpoint_bytes)}, "
                 f"{format_bytes(self.free_disk)} free on {self.disk_where}",
                 "out",
                 output,
@@ -146,11 +152,14 @@ def parameter_bytes(abstract: Any) -> int:
     )
 
 
-def estimate(abstract: Any, output: Path, devices: list[Any] | None = None) -> ResourceEstimate:
+def estimate(
+    abstract: Any, output: Path | None, devices: list[Any] | None = None, copies: int = 1
+) -> ResourceEstimate:
     """The init's figures for the ``eval_shape`` tree ``abstract``, written to ``output``.
 
     ``devices``: the mesh's devices (each holds its share of every leaf), or the one
-    device of an unsharded init.
+    device of an unsharded init. ``copies``: how many checkpoints of it go to ``output``'s
+    filesystem (a sweep writes one per seed). ``output`` ``None``: nothing is written.
     """
     total = parameter_bytes(abstract)
     devices = devices or []
@@ -167,7 +176,9 @@ def estimate(abstract: Any, output: Path, devices: list[Any] | None = None) -> R
         available, where = device_memory(device), f"{device.platform}:{device.id}"
         peak //= count
     remote = re.match(r"([a-z][a-z0-9+.-]*):/", str(output))
-    if remote:  # gs:// and other object stores: no free-space figure
+    if output is None:
+        disk, where_written = None, "nowhere (nothing is written)"
+    elif remote:  # gs:// and other object stores: no free-space figure
         disk, where_written = None, f"{remote.group(1)}://"
     else:
         mount = existing_ancestor(output)
@@ -176,9 +187,10 @@ def estimate(abstract: Any, output: Path, devices: list[Any] | None = None) -> R
         peak_bytes=peak,
         available_memory=available,
         memory_where=where,
-        checkpoint_bytes=total + CHECKPOINT_OVERHEAD_BYTES,
+        checkpoint_bytes=(total + CHECKPOINT_OVERHEAD_BYTES) * copies,
         free_disk=disk,
         disk_where=where_written,
+        copies=copies,
     )
 
 

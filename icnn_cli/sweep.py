@@ -1,6 +1,7 @@
 """``icnn init --seeds``: many checkpoints of one architecture from one compile.
 
-The module is built and its init jitted once (:func:`pipeline.prepare_init`);
+The module is built and its init jitted once (:func:`pipeline.plan_init`, which also
+checks every output path and the memory and disk all seeds need before any work);
 each seed then only derives its keys, runs the compiled init (well under a
 millisecond for small models) and writes its checkpoint atomically, so a crash
 leaves every finished seed valid. Measured on a 2-core CPU (64 seeds of the
@@ -14,17 +15,22 @@ imports each.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.storage import storage_path
-from icnn_cli.checkpoint.writing import check_output_path
-from icnn_cli.config import IcnnConfig, validate_seed
+from icnn_cli.config import validate_seed
 from icnn_cli.errors import IcnnError, RuntimeFailure, UsageError, first_line, param
-from icnn_cli.pipeline import initialize_seed, leaf_records_of, prepare_init, write_seed_checkpoint
+from icnn_cli.pipeline import (
+    InitRequest,
+    initialize_seed,
+    leaf_records_of,
+    plan_init,
+    write_seed_checkpoint,
+)
 from icnn_cli.records import LeafRecord
 
 SEED_PLACEHOLDER = "{seed}"
@@ -79,18 +85,6 @@ def seed_output_path(out: Path, seed: int) -> Path:
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepRequest:
-    config: IcnnConfig
-    config_dir: Path
-    seeds: Sequence[int]
-    out: Path
-    force: bool = False
-    resume: bool = False
-    platform: str | None = None
-    compile_cache: Path | None = None  # JAX's compile cache in use; the export cache is inside
-
-
-@dataclasses.dataclass(frozen=True)
 class SweepItem:
     """One seed's checkpoint: where it is, its fingerprint, and what the sweep did."""
 
@@ -124,14 +118,15 @@ class SweepResult:
 
 
 def run_sweep(
-    request: SweepRequest, on_item: Callable[[SweepItem], None] = lambda item: None
+    request: InitRequest, on_item: Callable[[SweepItem], None] = lambda item: None
 ) -> SweepResult:
-    """Write one checkpoint per seed; ``on_item`` hears about each as it is done."""
-    targets = [(seed, seed_output_path(request.out, seed)) for seed in request.seeds]
-    _check_targets(targets, request)
-    prepared = prepare_init(
-        request.config, request.config_dir, request.platform, request.compile_cache
-    )
+    """Write one checkpoint per seed of ``request.seeds`` under ``request.output``;
+    ``on_item`` hears about each as it is done."""
+    assert request.seeds is not None and request.output is not None
+    targets = [(seed, seed_output_path(request.output, seed)) for seed in request.seeds]
+    _check_targets(targets, request.output)
+    new = [path for _, path in targets if not (request.resume and path.exists())]
+    prepared = plan_init(request, new)
     items: list[SweepItem] = []
     leaves: list[LeafRecord] = []
     for seed, path in targets:
@@ -149,14 +144,10 @@ def run_sweep(
     return SweepResult(items, leaves)
 
 
-def _check_targets(targets: list[tuple[int, Path]], request: SweepRequest) -> None:
+def _check_targets(targets: list[tuple[int, Path]], out: Path) -> None:
     paths = [path for _, path in targets]
     if len(set(paths)) != len(paths):
-        raise UsageError("gives several seeds the same path; add {seed}", "out", request.out)
-    for _, path in targets:
-        if request.resume and path.exists():
-            continue
-        check_output_path(path, request.force)
+        raise UsageError("gives several seeds the same path; add {seed}", "out", out)
 
 
 def _resume_status(path: Path, fingerprint: str) -> Status:

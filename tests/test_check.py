@@ -181,7 +181,7 @@ def test_config_that_does_not_match_the_arrays_is_refused(
 
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
-    assert "does not match --config" in result.stderr
+    assert "does not match the config" in result.stderr
     assert "params/w_xs_1/bias has shape (8,), the config gives (4,)" in result.stderr
 
 

@@ -377,6 +377,6 @@ def test_check_reads_its_architecture_config_from_stdin(runner, tmp_path):
     assert same.exit_code in (0, 1), same.stderr  # 1: the verdict is not 'certified'
     assert json.loads(same.stdout)
     assert other.exit_code == 2
-    assert "does not match --config -:" in other.stderr
+    assert "does not match the config -:" in other.stderr
     assert broken.exit_code == 2
     assert broken.stderr.startswith("icnn: error: <stdin>:2:1: YAML error")

@@ -201,7 +201,7 @@ def _check_architecture(
     expected = jax.eval_shape(module.init, jax.random.key(0), jnp.ones((1, dim_data)))
     wanted = {parts: tuple(leaf.shape) for parts, leaf in flatten_with_paths(expected)}
     found = {parts: tuple(getattr(leaf, "shape", ())) for parts, leaf in flatten_with_paths(params)}
-    source = f"--config {config_path}" if config_path else "its embedded spec"
+    source = f"the config {config_path}" if config_path else "its embedded spec"
     for parts, shape in sorted(wanted.items()):
         name = "/".join(parts)
         if parts not in found:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +14,8 @@ from icnn_cli.cli.output import Output
 
 if TYPE_CHECKING:
     from icnn_cli.config import IcnnConfig
+    from icnn_cli.distributed import ProcessGroup
+    from icnn_cli.pipeline import InitRequest
 
 
 class Platform(StrEnum):
@@ -111,18 +113,19 @@ def init(
     """Initialise an ICNN from a YAML config and write it as an Orbax checkpoint."""
     output = Output(json_output)
     with reported_errors():
+        from icnn_cli import distributed as processes
+        from icnn_cli.checkpoint.storage import storage_path
         from icnn_cli.config import config_directory, load_config, validate_seed
         from icnn_cli.errors import IcnnError
+        from icnn_cli.pipeline import InitRequest
+        from icnn_cli.sweep import parse_seeds
 
         _check_flag_combinations(seed, seeds, resume, dry_run)
-        from icnn_cli import distributed as processes
-
         group = processes.ProcessGroup(coordinator, num_processes, process_id, distributed)
         group.check()
         if seeds is not None and (mesh is not None or group.requested):
             raise IcnnError("--seeds: runs on one device; drop --mesh and the multi-process flags")
         loaded = load_config(config)
-        config_dir = config_directory(config)
         if seed is not None:
             try:
                 loaded = loaded.with_seed(validate_seed(seed))
@@ -130,50 +133,34 @@ def init(
                 raise IcnnError(f"--seed: {error}") from None
         if mesh is not None:
             loaded = _with_mesh(loaded, mesh)
-        from icnn_cli.checkpoint.storage import storage_path
-
-        request_output = storage_path(out if out is not None else loaded.output)
-        platform_name = platform.value if platform else None
-        compile_cache = None
-        if not dry_run:
-            from icnn_cli.compile_cache import configure_compile_cache
-            from icnn_cli.resources import prefer_low_peak_memory
-
-            prefer_low_peak_memory()
-
-            compile_cache = configure_compile_cache(enabled=not no_compile_cache)
-        if seeds is not None:
-            _sweep(
-                output,
-                loaded,
-                config_dir,
-                seeds,
-                request_output,
-                force,
-                resume,
-                platform_name,
-                compile_cache,
-            )
-            return
-
-        from icnn_cli.pipeline import InitRequest, run_init
-        from icnn_cli.render.summary import render_table
-
         request = InitRequest(
             config=loaded,
-            config_dir=config_dir,
-            output=request_output,
+            config_dir=config_directory(config),
+            output=storage_path(out if out is not None else loaded.output),
             force=force,
-            platform=platform_name,
+            platform=platform.value if platform else None,
             dry_run=dry_run,
-            compile_cache=compile_cache,
+            use_compile_cache=not no_compile_cache,
+            seeds=parse_seeds(seeds) if seeds is not None else None,
+            resume=resume,
         )
-        with processes.session(group):
-            with output.status("Initialising ICNN (jit compile + init + save)…"):
-                result = run_init(request)
-            primary = processes.is_primary()
-        if primary:
-            output.result(result.summary.as_json(), lambda: render_table(result.summary))
+        if request.seeds is not None:
+            _sweep(output, request)
+            return
+        _init(output, request, group)
+
+
+def _init(output: Output, request: InitRequest, group: ProcessGroup) -> None:
+    from icnn_cli import distributed as processes
+    from icnn_cli.pipeline import run_init
+    from icnn_cli.render.summary import render_table
+
+    with processes.session(group):
+        with output.status("Initialising ICNN (jit compile + init + save)…"):
+            result = run_init(request)
+        primary = processes.is_primary()
+    if primary:
+        output.result(result.summary.as_json(), lambda: render_table(result.summary))
 
 
 def _with_mesh(config: IcnnConfig, text: str) -> IcnnConfig:
@@ -204,30 +191,11 @@ def _check_flag_combinations(
         raise IcnnError("--seeds: --dry-run shows one tree; run it without --seeds")
 
 
-def _sweep(
-    output: Output,
-    config: Any,
-    config_dir: Path,
-    seeds_text: str,
-    out: Path,
-    force: bool,
-    resume: bool,
-    platform: str | None,
-    compile_cache: Path | None = None,
-) -> None:
+def _sweep(output: Output, request: InitRequest) -> None:
     from icnn_cli.render.reports import render_sweep
-    from icnn_cli.sweep import SweepRequest, parse_seeds, run_sweep
+    from icnn_cli.sweep import run_sweep
 
-    request = SweepRequest(
-        config=config,
-        config_dir=config_dir,
-        seeds=parse_seeds(seeds_text),
-        out=out,
-        force=force,
-        resume=resume,
-        platform=platform,
-        compile_cache=compile_cache,
-    )
+    assert request.seeds is not None
     with output.progress(len(request.seeds), "compiling") as step:
         result = run_sweep(
             request, lambda item: step(f"seed {item.seed} {item.status}: {item.path}")
