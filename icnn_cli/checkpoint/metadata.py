@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint import metadata_files
-from icnn_cli.checkpoint.layout import TREE_METADATA, Item
+from icnn_cli.checkpoint.layout import MSGPACK_TREE, TREE_METADATA, Item, tree_file_missing
 from icnn_cli.checkpoint.storage import file_size, files_under, is_remote, orbax_path
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import RUNTIME_ERROR, DamagedCheckpoint, IcnnError, first_line
 from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths
 
@@ -29,6 +29,8 @@ def read_step_metadata(path: Path) -> Any:
     """
     import orbax.checkpoint as ocp
 
+    if not (path / TREE_METADATA).exists() and not (path / MSGPACK_TREE).exists():
+        raise tree_file_missing(path)
     try:
         with ocp.PyTreeCheckpointer() as checkpointer:
             step = checkpointer.metadata(orbax_path(path))
@@ -90,8 +92,15 @@ def read_leaf_records(path: Path) -> list[LeafRecord]:
 
     Reads Orbax's metadata files directly (``metadata_files``: milliseconds where
     ``metadata()`` takes seconds for thousands of leaves) and falls back to
-    ``metadata()`` whenever they do not look as expected.
+    ``metadata()`` whenever they do not look as expected. A tree without ``_METADATA``
+    (Orbax 0.4.0 to 0.4.2) is read from its msgpack file alone: ``metadata()`` lists no
+    array of it.
     """
+    if metadata_files.is_msgpack_tree_only(path):
+        try:
+            return metadata_files.msgpack_tree_records(path)
+        except metadata_files.UnexpectedLayout as error:
+            raise DamagedCheckpoint(f"{path}: {error}") from None
     try:
         records = metadata_files.leaf_records(path)
     except metadata_files.UnexpectedLayout:
