@@ -335,7 +335,7 @@ MISSING = {
         "0.4.1/pytree",
         remove_manifest,
         "array data missing: no manifest.ocdbt (the OCDBT store) and no directory count/ for "
-        "the array 'count' (5 arrays)",
+        "the array 'count', nor for 4 other arrays",
     ),
 }
 

@@ -352,7 +352,7 @@ def msgpack_tree_records(path: Path) -> list[LeafRecord]:
             raise UnexpectedLayout(
                 f"array data missing: no {OCDBT_MANIFEST} (the OCDBT store) and no "
                 f"directory {absent[0]}/ for the array {absent[0]!r}"
-                + (f" ({len(absent)} arrays)" if len(absent) > 1 else "")
+                + (f", nor for {len(absent) - 1} other arrays" if len(absent) > 1 else "")
             )
     try:
         headers = dict(zip(names, _zarr_headers(path, names, use_ocdbt, False), strict=True))
