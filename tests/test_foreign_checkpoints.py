@@ -278,6 +278,26 @@ def test_without_metadata_some_leaves_inline_and_others_in_ocdbt_read_as_orbax_r
     assert leaves["params/dense/kernel"]["max"] == 2.5
 
 
+def test_with_metadata_some_leaves_inline_read_as_orbax_restores(icnn, tmp_path):
+    """Orbax 0.4.3 to 0.4.8 with ``SaveArgs(aggregate=True)`` on some leaves: ``_METADATA``
+    marks them ``skip_deserialize``, their values sit in the msgpack tree."""
+    from flax.serialization import msgpack_restore, msgpack_serialize
+
+    copy = tmp_path / "mixed"
+    shutil.copytree(FOREIGN / "0.4.8/pytree", copy)
+    tree = msgpack_restore((copy / "checkpoint").read_bytes())
+    tree["count"] = np.array([5, 6], np.int32)
+    (copy / "checkpoint").write_bytes(msgpack_serialize(tree))
+    document = json.loads((copy / "_METADATA").read_text())
+    document["tree_metadata"]["('count',)"]["value_metadata"]["skip_deserialize"] = True
+    (copy / "_METADATA").write_text(json.dumps(document))
+
+    assert_icnn_reads_what_orbax_restores(copy)
+    leaves = {leaf["path"]: leaf for leaf in inspect_json(icnn, copy, "--stats")["leaves"]}
+    assert (leaves["count"]["dtype"], leaves["count"]["max"]) == ("int32", 6)
+    assert leaves["params/dense/kernel"]["max"] == 2.5
+
+
 def test_metadata_without_storage_flags_is_read_directly_as_zarr2(icnn, tmp_path):
     """Orbax 0.4.1's StandardCheckpointer to 0.4.4 wrote _METADATA with neither use_ocdbt
     nor use_zarr3 (zarr3 came later); 0.4.1 also named _sharding's keys unencoded, which

@@ -18,7 +18,7 @@ from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.layout import MSGPACK_TREE, TREE_METADATA, Item, tree_file_missing
 from icnn_cli.checkpoint.storage import file_size, files_under, is_remote, orbax_path
 from icnn_cli.errors import RUNTIME_ERROR, DamagedCheckpoint, IcnnError, first_line
-from icnn_cli.records import LeafRecord
+from icnn_cli.records import LeafRecord, records_of_values
 from icnn_cli.tree_paths import flatten_with_paths
 
 
@@ -59,6 +59,7 @@ def leaf_records(step_metadata: Any, path: Path) -> list[LeafRecord]:
 
     records = []
     strings: dict[str, Any] | None = None
+    inline: dict[tuple[str, ...], Any] | None = None
     for parts, meta in flatten_with_paths(metadata_tree(step_metadata), is_value_metadata):
         kind = type(meta).__name__
         if kind == "StringMetadata":
@@ -71,8 +72,15 @@ def leaf_records(step_metadata: Any, path: Path) -> list[LeafRecord]:
                 LeafRecord.of_scalar(parts, None, metadata_files.python_type_name(dtype))
             )
         elif getattr(meta, "shape", None) is None or getattr(meta, "dtype", None) is None:
-            # Orbax 0.4's aggregated leaves: only the msgpack tree knows them.
-            return metadata_files.msgpack_leaf_records(path)
+            # Orbax 0.4's aggregated leaves (all, or some beside placeholders): only the
+            # msgpack tree knows them.
+            if inline is None:
+                inline = metadata_files.msgpack_inline_values(path)
+            if parts not in inline:
+                raise metadata_files.UnexpectedLayout(
+                    f"no value of {'/'.join(parts)} in {MSGPACK_TREE}"
+                )
+            records += records_of_values({parts: inline[parts]})
         else:
             records.append(
                 LeafRecord.of_array(parts, meta.shape, meta.dtype, sharding=_sharding_text(meta))

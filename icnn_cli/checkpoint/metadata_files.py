@@ -376,11 +376,3 @@ def msgpack_tree_records(path: Path) -> list[LeafRecord]:
         else:
             records.append(inline[parts])
     return records
-
-
-def msgpack_leaf_records(path: Path) -> list[LeafRecord]:
-    """Records of an Orbax 0.4 aggregated tree, whose ``_METADATA`` has no shapes."""
-    values = msgpack_values(path)
-    if values is None:
-        raise UnexpectedLayout(f"no values in {MSGPACK_TREE}")
-    return records_of_values(values)
