@@ -86,15 +86,19 @@ def _leaf_reader(path: Path) -> Any:
     """``leaf -> value`` without Orbax: the zarr arrays, or Orbax 0.4's inline msgpack values."""
     try:
         inline = metadata_files.msgpack_values(path)
+        if inline is not None:
+            return lambda leaf: inline[leaf.path]
+        # A tree with some leaves aggregated keeps their values beside the placeholders.
+        some_inline = metadata_files.msgpack_inline_values(path)
     except metadata_files.UnexpectedLayout as error:
         raise DamagedCheckpoint(f"{path}: cannot read array data ({error})") from None
-    if inline is not None:
-        return lambda leaf: inline[leaf.path]
     try:
         read = metadata_files.array_reader(path)
     except metadata_files.UnexpectedLayout:
         return None
-    return lambda leaf: _read_leaf(path, read, leaf)
+    return lambda leaf: (
+        some_inline[leaf.path] if leaf.path in some_inline else _read_leaf(path, read, leaf)
+    )
 
 
 def _read_leaf(path: Path, read: Any, leaf: LeafRecord) -> Any:

@@ -4,8 +4,8 @@ A path is one of three things (``tests/data/golden/foreign/LAYOUTS.md`` has the
 evidence, release by release):
 
 - a **single item**: a PyTree checkpoint with ``_METADATA`` (or, from Orbax 0.4,
-  its msgpack ``checkpoint`` file) at the top: ``StandardCheckpointer``,
-  ``PyTreeCheckpointer``, and every ``icnn init``;
+  its msgpack ``checkpoint`` file, the only tree file of 0.4.0 to 0.4.2) at the top:
+  ``StandardCheckpointer``, ``PyTreeCheckpointer``, and every ``icnn init``;
 - a **step with items**: one subdirectory per item. ``_CHECKPOINT_METADATA``
   names them and their handlers (``item_handlers``, Orbax 0.11 on); older steps
   are read from their files. This is a ``CheckpointManager`` step with Composite
@@ -51,6 +51,7 @@ from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint, first_
 COMMIT_MARKER = "commit_success.txt"
 TREE_METADATA = "_METADATA"
 MSGPACK_TREE = "checkpoint"  # Orbax 0.4's msgpack tree (values or placeholders)
+MSGPACK_TREE_ONLY_LAYOUT = "Orbax 0.4.0 to 0.4.2: msgpack tree, no _METADATA"
 CHECKPOINT_METADATA = "_CHECKPOINT_METADATA"
 V1_MARKER = "orbax.checkpoint"  # an empty file the v1 free functions write at the top
 ROOT_METADATA_DIRECTORY = "metadata"  # <root>/metadata/_ROOT_METADATA, beside the steps
@@ -60,6 +61,8 @@ MAX_CHECKPOINT_METADATA_BYTES = 4 << 20  # Orbax's own entries plus an icnn spec
 # "<prefix>_" (CheckpointManagerOptions.step_prefix / step_format_fixed_length).
 STEP_NAME = re.compile(r"^(?:(?P<prefix>.+)_)?(?P<number>\d+)$")
 FIRST_RELEASE_WITH_MARKER = (0, 12, 3)
+# A PyTree item's array data, which is no use without its tree (_METADATA or MSGPACK_TREE).
+ARRAY_STORE_FILES = ("manifest.ocdbt", "_sharding")
 # What an Orbax save writes before its marker, so what a killed one may have left.
 SAVE_STARTED = (TREE_METADATA, CHECKPOINT_METADATA, "manifest.ocdbt", "ocdbt.process_0", "d")
 
@@ -258,6 +261,8 @@ def _kind_of_files(directory: Path) -> ItemKind | None:
     """An item's kind from the files Orbax writes for it; ``None``: not an item."""
     if (directory / TREE_METADATA).is_file() or (directory / MSGPACK_TREE).is_file():
         return "pytree"
+    if _has_array_store(directory):
+        return "pytree"  # without its tree file: reading it says which file is missing
     if any((directory / name).is_file() for name in JSON_ITEM_FILES):
         return "json"
     return None
@@ -267,12 +272,36 @@ def _is_single_item(path: Path) -> bool:
     return (path / TREE_METADATA).is_file() or (path / MSGPACK_TREE).is_file()
 
 
+def _has_array_store(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in ARRAY_STORE_FILES)
+
+
+def tree_file_missing(path: Path) -> DamagedCheckpoint:
+    """A PyTree item without the file that says its tree: missing, which is not damaged."""
+    return DamagedCheckpoint(
+        f"{path}: {TREE_METADATA} is missing, and so is the msgpack tree {MSGPACK_TREE} that "
+        "Orbax 0.4.0 to 0.4.2 wrote instead: nothing says what tree the array data holds"
+    )
+
+
+def is_msgpack_tree_only(path: Path) -> bool:
+    """A PyTree item whose only tree is the msgpack ``checkpoint``: no ``_METADATA``.
+
+    ``PyTreeCheckpointHandler`` wrote ``_METADATA`` only when asked to in Orbax 0.4.0 to
+    0.4.2 (``write_tree_metadata=False`` by default; True from 0.4.3 on).
+    """
+    return not (path / TREE_METADATA).exists() and (path / MSGPACK_TREE).is_file()
+
+
 def _items(path: Path, metadata: dict[str, Any]) -> tuple[list[Item], str] | None:
     """The items of a directory and the layout's name; ``None`` when it holds none."""
     handlers = metadata.get("item_handlers")
     if _is_single_item(path):
         handler = handlers if isinstance(handlers, str) else None
-        return [Item(None, path, "pytree", handler)], "single item"
+        layout = "single item"
+        if is_msgpack_tree_only(path):
+            layout += f" ({MSGPACK_TREE_ONLY_LAYOUT})"
+        return [Item(None, path, "pytree", handler)], layout
     v1 = (path / V1_MARKER).is_file()
     if isinstance(handlers, dict) and handlers:
         items = [
@@ -307,6 +336,8 @@ def _items(path: Path, metadata: dict[str, Any]) -> tuple[list[Item], str] | Non
         layout = "v1 training step (orbax.checkpoint.v1 training Checkpointer)"
     else:
         layout = "step with items (CheckpointManager / Composite)"
+    if any(item.kind == "pytree" and is_msgpack_tree_only(item.path) for item in items):
+        layout += f"; items of {MSGPACK_TREE_ONLY_LAYOUT}"
     return items, layout
 
 
@@ -393,6 +424,8 @@ def open_checkpoint(path: Path) -> Checkpoint:
             f"{path}: Orbax checkpoint was never committed (no {COMMIT_MARKER}, which a save "
             f"to object storage writes last){interrupted_replace_hint(path, COMMIT_MARKER)}"
         )
+    if found is None and not is_remote(path) and _has_array_store(path):
+        raise tree_file_missing(path)
     if found is None:
         steps = manager_steps(path)
         hint = (

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint import metadata_files
-from icnn_cli.checkpoint.layout import TREE_METADATA, Item
+from icnn_cli.checkpoint.layout import MSGPACK_TREE, TREE_METADATA, Item, tree_file_missing
 from icnn_cli.checkpoint.storage import file_size, files_under, is_remote, orbax_path
 from icnn_cli.errors import DamagedCheckpoint, first_line
-from icnn_cli.records import LeafRecord
+from icnn_cli.records import LeafRecord, records_of_values
 from icnn_cli.tree_paths import flatten_with_paths
 
 
@@ -29,6 +29,8 @@ def read_step_metadata(path: Path) -> Any:
     """
     import orbax.checkpoint as ocp
 
+    if not (path / TREE_METADATA).exists() and not (path / MSGPACK_TREE).exists():
+        raise tree_file_missing(path)
     try:
         with ocp.PyTreeCheckpointer() as checkpointer:
             step = checkpointer.metadata(orbax_path(path))
@@ -56,6 +58,7 @@ def leaf_records(step_metadata: Any, path: Path) -> list[LeafRecord]:
 
     records = []
     strings: dict[str, Any] | None = None
+    inline: dict[tuple[str, ...], Any] | None = None
     for parts, meta in flatten_with_paths(metadata_tree(step_metadata), is_value_metadata):
         kind = type(meta).__name__
         if kind == "StringMetadata":
@@ -68,8 +71,15 @@ def leaf_records(step_metadata: Any, path: Path) -> list[LeafRecord]:
                 LeafRecord.of_scalar(parts, None, metadata_files.python_type_name(dtype))
             )
         elif getattr(meta, "shape", None) is None or getattr(meta, "dtype", None) is None:
-            # Orbax 0.4's aggregated leaves: only the msgpack tree knows them.
-            return metadata_files.msgpack_leaf_records(path)
+            # Orbax 0.4's aggregated leaves (all, or some beside placeholders): only the
+            # msgpack tree knows them.
+            if inline is None:
+                inline = metadata_files.msgpack_inline_values(path)
+            if parts not in inline:
+                raise metadata_files.UnexpectedLayout(
+                    f"no value of {'/'.join(parts)} in {MSGPACK_TREE}"
+                )
+            records += records_of_values({parts: inline[parts]})
         else:
             records.append(
                 LeafRecord.of_array(parts, meta.shape, meta.dtype, sharding=_sharding_text(meta))
@@ -89,8 +99,15 @@ def read_leaf_records(path: Path) -> list[LeafRecord]:
 
     Reads Orbax's metadata files directly (``metadata_files``: milliseconds where
     ``metadata()`` takes seconds for thousands of leaves) and falls back to
-    ``metadata()`` whenever they do not look as expected.
+    ``metadata()`` whenever they do not look as expected. A tree without ``_METADATA``
+    (Orbax 0.4.0 to 0.4.2) is read from its msgpack file alone: ``metadata()`` lists no
+    array of it.
     """
+    if metadata_files.is_msgpack_tree_only(path):
+        try:
+            return metadata_files.msgpack_tree_records(path)
+        except metadata_files.UnexpectedLayout as error:
+            raise DamagedCheckpoint(f"{path}: {error}") from None
     try:
         records = metadata_files.leaf_records(path)
     except metadata_files.UnexpectedLayout:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from icnn_cli.checkpoint.layout import TREE_METADATA
+from icnn_cli.checkpoint.layout import TREE_METADATA, is_msgpack_tree_only
 from icnn_cli.checkpoint.storage import file_size, is_remote, kvstore_spec, tensorstore_context
 from icnn_cli.errors import first_line
 from icnn_cli.records import LeafRecord, records_of_values
@@ -120,12 +120,28 @@ def _shape_and_dtype(header: Any, use_zarr3: bool) -> tuple[tuple[int, ...], Any
     return shape, dtype
 
 
+def storage_flags(path: Path) -> tuple[bool, bool]:
+    """``(use_ocdbt, use_zarr3)`` of the PyTree item at ``path``.
+
+    From ``_METADATA``; a tree without one (:func:`is_msgpack_tree_only`) is zarr v2, in
+    OCDBT where ``manifest.ocdbt`` is at the top (zarr3 came after those releases).
+    """
+    if is_msgpack_tree_only(path):
+        return (path / OCDBT_MANIFEST).is_file(), False
+    _, use_ocdbt, use_zarr3 = _tree_document(path)
+    return use_ocdbt, use_zarr3
+
+
 def _tree_document(path: Path) -> tuple[dict[str, Any], bool, bool]:
     """``_METADATA`` and its storage flags: ``(document, use_ocdbt, use_zarr3)``."""
     document = _load_json(path / TREE_METADATA)
     if not isinstance(document, dict):
         raise UnexpectedLayout(f"{TREE_METADATA} is not an object")
     use_ocdbt, use_zarr3 = document.get("use_ocdbt"), document.get("use_zarr3")
+    if use_zarr3 is None and use_ocdbt is None and "tree_metadata" in document:
+        # Orbax 0.4.1 (StandardCheckpointer) to 0.4.4 wrote _METADATA with neither flag,
+        # before zarr3 existed: zarr v2 is all they wrote.
+        use_zarr3 = False
     if use_ocdbt is None:
         # Orbax before 0.11 did not record it; its OCDBT saves have a manifest at the top.
         use_ocdbt = (path / OCDBT_MANIFEST).is_file()
@@ -237,7 +253,7 @@ def array_reader(path: Path) -> Any:
     """
     import tensorstore as ts
 
-    _, use_ocdbt, use_zarr3 = _tree_document(path)
+    use_ocdbt, use_zarr3 = storage_flags(path)
     base = kvstore_spec(path)
     kvstore: Any = {"driver": "ocdbt", "base": base} if use_ocdbt else base
     driver = "zarr3" if use_zarr3 else "zarr"
@@ -262,12 +278,8 @@ MAX_MSGPACK_TREE_BYTES = 1 << 30  # Orbax 0.4 aggregated only small trees into t
 PLACEHOLDER_PREFIX = "PLACEHOLDER://"  # Orbax 0.4: "the value is in the array store"
 
 
-def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
-    """The leaves Orbax 0.4 stored inside its msgpack tree (``SaveArgs(aggregate=True)``).
-
-    ``None`` when there is no such file or its leaves are placeholders for arrays
-    stored in the array store (the default), which the zarr readers handle.
-    """
+def _msgpack_leaves(path: Path) -> dict[tuple[str, ...], Any] | None:
+    """Every leaf of the msgpack tree, values and placeholders; ``None`` without the file."""
     from flax.serialization import msgpack_restore
 
     from icnn_cli.tree_paths import flatten_with_paths
@@ -278,18 +290,89 @@ def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
     try:
         tree = msgpack_restore(file.read_bytes())
     except Exception as error:  # msgpack raises its own types for broken data
-        raise UnexpectedLayout(f"{MSGPACK_TREE}: {first_line(error)}") from None
-    leaves = dict(flatten_with_paths(tree))
-    if any(
-        isinstance(leaf, str) and leaf.startswith(PLACEHOLDER_PREFIX) for leaf in leaves.values()
-    ):
+        raise UnexpectedLayout(
+            f"{MSGPACK_TREE} (the msgpack tree) is not valid msgpack: {first_line(error)}"
+        ) from None
+    return dict(flatten_with_paths(tree))
+
+
+def _placeholder_name(leaf: Any) -> str | None:
+    """The param name a ``PLACEHOLDER://<name>`` leaf stands for; ``None`` for a value."""
+    if isinstance(leaf, str) and leaf.startswith(PLACEHOLDER_PREFIX):
+        return leaf[len(PLACEHOLDER_PREFIX) :]
+    return None
+
+
+def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
+    """The leaves Orbax 0.4 stored inside its msgpack tree (``SaveArgs(aggregate=True)``).
+
+    ``None`` when there is no such file or its leaves are placeholders for arrays
+    stored in the array store (the default), which the zarr readers handle.
+    """
+    leaves = _msgpack_leaves(path)
+    if leaves is None or any(_placeholder_name(leaf) for leaf in leaves.values()):
         return None
     return leaves
 
 
-def msgpack_leaf_records(path: Path) -> list[LeafRecord]:
-    """Records of an Orbax 0.4 aggregated tree, whose ``_METADATA`` has no shapes."""
-    values = msgpack_values(path)
-    if values is None:
-        raise UnexpectedLayout(f"no values in {MSGPACK_TREE}")
-    return records_of_values(values)
+def msgpack_inline_values(path: Path) -> dict[tuple[str, ...], Any]:
+    """The leaves whose values the msgpack tree holds itself, where others are placeholders
+    (``SaveArgs(aggregate=True)`` on some leaves only); ``{}`` without the file."""
+    leaves = _msgpack_leaves(path) or {}
+    return {parts: leaf for parts, leaf in leaves.items() if _placeholder_name(leaf) is None}
+
+
+def msgpack_tree_records(path: Path) -> list[LeafRecord]:
+    """Records of a tree without ``_METADATA`` (:func:`is_msgpack_tree_only`), as Orbax
+    restores it: the msgpack tree's own values, and for each ``PLACEHOLDER://<name>`` the
+    zarr array ``<name>`` (in OCDBT, or a directory of its own), shape and dtype from its
+    header. A Python scalar was stored as a 0-d array, so it is one here, as restored.
+
+    Raises:
+      UnexpectedLayout: the tree or an array's header is missing or unreadable; the text
+        says which, for the caller's one line (Orbax's ``metadata()`` cannot read this
+        layout, so there is nothing to fall back to).
+    """
+    leaves = _msgpack_leaves(path)
+    if leaves is None:
+        raise UnexpectedLayout(
+            f"{MSGPACK_TREE} (the msgpack tree) is larger than {MAX_MSGPACK_TREE_BYTES} bytes"
+        )
+    stored = {parts: name for parts, leaf in leaves.items() if (name := _placeholder_name(leaf))}
+    for parts, name in stored.items():
+        if name != ".".join(parts):
+            raise UnexpectedLayout(
+                f"{MSGPACK_TREE}: the placeholder of {'/'.join(parts)} names {name!r}"
+            )
+    use_ocdbt, _ = storage_flags(path)
+    names = list(stored.values())
+    if names and not use_ocdbt:
+        absent = [name for name in names if not (path / name).is_dir()]
+        if absent:
+            raise UnexpectedLayout(
+                f"array data missing: no {OCDBT_MANIFEST} (the OCDBT store) and no "
+                f"directory {absent[0]}/ for the array {absent[0]!r}"
+                + (f", nor for {len(absent) - 1} other arrays" if len(absent) > 1 else "")
+            )
+    try:
+        headers = dict(zip(names, _zarr_headers(path, names, use_ocdbt, False), strict=True))
+    except UnexpectedLayout as error:
+        store = f"the OCDBT store ({OCDBT_MANIFEST})" if use_ocdbt else "their directories"
+        raise UnexpectedLayout(
+            f"cannot read the arrays' zarr headers from {store}: {error}"
+        ) from None
+
+    inline = {
+        record.path: record
+        for record in records_of_values(
+            {parts: leaf for parts, leaf in leaves.items() if parts not in stored}
+        )
+    }
+    records = []
+    for parts in leaves:
+        if parts in stored:
+            shape, dtype = _shape_and_dtype(headers[stored[parts]], False)
+            records.append(LeafRecord.of_array(parts, shape, dtype))
+        else:
+            records.append(inline[parts])
+    return records

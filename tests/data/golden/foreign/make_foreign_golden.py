@@ -10,6 +10,9 @@ tries to restore every fixture with the current Orbax and records which calls wo
 
 Virtualenvs used (Python 3.11.7, pip 23.2.1 from ``python3.11 -m venv``)::
 
+    python3.11 -m venv /tmp/orbax-0.4.1 && /tmp/orbax-0.4.1/bin/pip install \
+        orbax-checkpoint==0.4.1 jax==0.4.18 jaxlib==0.4.18 numpy==1.26.0 ml_dtypes==0.3.1 \
+        scipy==1.11.3 tensorstore==0.1.45 flax==0.7.4 optax==0.1.7 chex==0.1.83
     python3.11 -m venv /tmp/orbax-0.4 && /tmp/orbax-0.4/bin/pip install \
         orbax-checkpoint==0.4.8 jax==0.4.23 jaxlib==0.4.23 numpy==1.26.4 ml_dtypes==0.3.1 \
         scipy==1.11.4 tensorstore==0.1.51
@@ -34,15 +37,21 @@ simplejson 4.3.0 (>= 0.11). Pin them too if a later release of one breaks an old
 Each minor release is its latest patch on PyPI; each jax is the last jax released before that
 Orbax patch (0.4.8: 2023-12-15 / jax 0.4.23; 0.5.23: 2024-07-26 / 0.4.30; 0.9.1: 2024-11-11 /
 0.4.35; 0.11.40: 2026-05-19 / 0.10.1; 0.12.8 / 0.10.2 as in the project's requirements.lock).
+0.4.1 is the exception: not a latest patch but one of 0.4.0 to 0.4.2, whose default save
+writes no ``_METADATA`` (the release the problem was reported with), built 2023-09-29 (its
+wheel's file dates). jaxlib 0.4.14 to 0.4.17 are not on the package index here, so the nearest
+later one, 0.4.18, with jax, flax, optax and chex releases of that time (flax is not used by
+the script; pinned so the virtualenv is one a user then had; its deps resolved to rich 15.0.0,
+toolz 1.2.0, fsspec 2026.9.0).
 
 Regenerate (from the repository root; fixtures already present are refused, delete them first)::
 
-    for v in 0.4 0.5 0.9 0.11 0.12; do
+    for v in 0.4.1 0.4 0.5 0.9 0.11 0.12; do
       /tmp/orbax-$v/bin/python tests/data/golden/foreign/make_foreign_golden.py \
           --out tests/data/golden/foreign
     done
     .venv/bin/python tests/data/golden/foreign/make_foreign_golden.py \
-        --out tests/data/golden/foreign --check-restore
+        --out tests/data/golden/foreign --check-restore   # [--only 0.4.1/] for some
 
 LAYOUTS.md is hand-written facts followed by the output of ``--listings``.
 
@@ -122,6 +131,22 @@ def array_tree() -> dict[str, Any]:
             "scale": jnp.asarray(np.array([1.0, 1.5], dtype=np.float32), dtype=jnp.bfloat16),
         },
         "count": jnp.asarray(np.array([3, 4], dtype=np.int32)),
+    }
+
+
+def array_tree_with_scalar() -> dict[str, Any]:
+    """Orbax < 0.4.3: the same arrays plus a Python int, to show how those releases store one."""
+    return {**array_tree(), "step": 7}
+
+
+def as_stored_before_tree_metadata(tree: dict[str, Any]) -> dict[str, Any]:
+    """What Orbax < 0.4.3 keeps of a tree: no ``_METADATA``, so a Python scalar becomes a 0-d
+    array (``np.asarray``: int64 for an int) and is restored as one."""
+    return {
+        key: as_stored_before_tree_metadata(value)
+        if isinstance(value, dict)
+        else (np.asarray(value) if isinstance(value, (bool, int, float)) else value)
+        for key, value in tree.items()
     }
 
 
@@ -236,9 +261,33 @@ class FixtureWriter:
 
     # --- v0 single-item pytrees -------------------------------------------------------------
 
+    @property
+    def writes_tree_metadata(self) -> bool:
+        """``PyTreeCheckpointHandler(write_tree_metadata=...)`` defaults to True from 0.4.3 on
+        (False in 0.4.0 to 0.4.2, read in each release's pytree_checkpoint_handler.py)."""
+        return self.version_tuple >= (0, 4, 3)
+
+    def saved_tree(self) -> dict[str, Any]:
+        return array_tree() if self.writes_tree_metadata else array_tree_with_scalar()
+
+    def expected_leaves(self, tree: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.writes_tree_metadata:
+            return leaf_records(tree)
+        return leaf_records(as_stored_before_tree_metadata(tree))
+
+    def tree_notes(self) -> list[str] | None:
+        if self.writes_tree_metadata:
+            return None
+        return [
+            "no _METADATA (PyTreeCheckpointHandler(write_tree_metadata=False) is the default "
+            "in 0.4.0 to 0.4.2): the tree is the msgpack file `checkpoint`, every leaf a "
+            "PLACEHOLDER:// string, the values in OCDBT; the Python int `step` is stored as a "
+            "0-d int64 array and restored as one, so the manifest lists it as that array"
+        ]
+
     def write_pytree(self) -> None:
         ocp = self.ocp
-        tree = array_tree()
+        tree = self.saved_tree()
         path = self.path_for("pytree")
         if self.version_tuple < (0, 5):
             # 0.4.x docs still lead with PyTreeCheckpointer (synchronous).
@@ -261,7 +310,8 @@ class FixtureWriter:
             "pytree",
             api,
             "single item",
-            {"": {"kind": "pytree", "handler": handler, "leaves": leaf_records(tree)}},
+            {"": {"kind": "pytree", "handler": handler, "leaves": self.expected_leaves(tree)}},
+            notes=self.tree_notes(),
         )
 
     def write_pytree_aggregate(self) -> None:
@@ -370,7 +420,7 @@ class FixtureWriter:
     def write_manager_legacy(self) -> None:
         """0.4.x: the legacy API, a dict of checkpointers and save(step, items)."""
         ocp = self.ocp
-        tree = array_tree()
+        tree = self.saved_tree()
         path = self.path_for("manager")
         manager = ocp.CheckpointManager(
             path,
@@ -393,6 +443,7 @@ class FixtureWriter:
             "root of steps",
             self._state_meta_items("PyTreeCheckpointHandler", tree),
             steps=[str(step) for step in STEPS],
+            notes=self.tree_notes(),
         )
 
     def write_manager_default_item(self) -> None:
@@ -419,10 +470,13 @@ class FixtureWriter:
             steps=[str(step) for step in STEPS],
         )
 
-    @staticmethod
-    def _state_meta_items(state_handler: str, tree: Any) -> dict[str, Any]:
+    def _state_meta_items(self, state_handler: str, tree: Any) -> dict[str, Any]:
         return {
-            "state": {"kind": "pytree", "handler": state_handler, "leaves": leaf_records(tree)},
+            "state": {
+                "kind": "pytree",
+                "handler": state_handler,
+                "leaves": self.expected_leaves(tree),
+            },
             "meta": {"kind": "json", "handler": "JsonCheckpointHandler", "value": META_ITEM},
         }
 
@@ -588,7 +642,9 @@ class FixtureWriter:
     def run(self) -> None:
         self.release_dir.mkdir(parents=True, exist_ok=True)
         plan: list[tuple[str, Callable[[], None]]] = [("pytree", self.write_pytree)]
-        if self.version_tuple < (0, 5):
+        if not self.writes_tree_metadata:
+            plan += [("manager", self.write_manager_legacy)]
+        elif self.version_tuple < (0, 5):
             plan += [
                 ("pytree_aggregate", self.write_pytree_aggregate),
                 ("pytree_no_ocdbt", self.write_pytree_no_ocdbt),
@@ -1023,9 +1079,11 @@ def check_fixture(out: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def check_all_fixtures(out: Path) -> None:
+def check_all_fixtures(out: Path, only: list[str] | None = None) -> None:
     manifest = load_manifest(out)
     for name, entry in manifest["fixtures"].items():
+        if only and not any(name.startswith(prefix) for prefix in only):
+            continue
         print(f"checking {name}", file=sys.stderr)
         result = check_fixture(out, name, entry)
         entry["restorable_by_current_orbax"] = result
@@ -1121,6 +1179,13 @@ def main() -> None:
         "calls that work (run with orbax-checkpoint 0.12.8)",
     )
     parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PREFIX",
+        help="with --check-restore: check only the fixtures whose key starts with one of these "
+        "(e.g. 0.4.1/), leaving the others' records as they are",
+    )
+    parser.add_argument(
         "--listings",
         action="store_true",
         help="print the per-fixture file listings used in LAYOUTS.md",
@@ -1130,7 +1195,7 @@ def main() -> None:
         print(fixture_listings(args.out))
         return
     if args.check_restore:
-        check_all_fixtures(args.out.resolve())
+        check_all_fixtures(args.out.resolve(), args.only)
         return
     FixtureWriter(args.out).run()
 
