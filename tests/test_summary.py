@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from icnn_cli.records import (
+    DryRun,
     LeafFilter,
     LeafRecord,
     LeafStats,
@@ -18,7 +19,6 @@ from icnn_cli.records import (
     leaf_statistics,
     summary_rows,
 )
-from icnn_cli.records.header import DryRun
 from icnn_cli.render.summary import tree_guide
 from tests.helpers import plain_text
 
