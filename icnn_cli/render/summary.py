@@ -38,7 +38,7 @@ from icnn_cli.render.table import (
 )
 from icnn_cli.resources import ResourceEstimate
 
-Fact = tuple[str, str]  # (label, text) of one header line
+HeaderLine = tuple[str, str]  # (label, text)
 
 
 def short_json(value: Any, limit: int = MAX_SHOWN_JSON) -> str:
@@ -70,7 +70,7 @@ FINGERPRINT_NOTES = {
 }
 
 
-def step_facts(step: ManagerStep) -> list[Fact]:
+def step_lines(step: ManagerStep) -> list[HeaderLine]:
     steps = steps_text([(number, str(number)) for number in step.steps])
     return [
         ("manager root", step.root),
@@ -78,7 +78,7 @@ def step_facts(step: ManagerStep) -> list[Fact]:
     ]
 
 
-def orbax_facts(orbax: OrbaxFacts) -> list[Fact]:
+def orbax_lines(orbax: OrbaxFacts) -> list[HeaderLine]:
     lines = [("layout", orbax.layout)]
     if not orbax.single:
         lines.append(("items", ", ".join(f"{item.label}: {item.kind}" for item in orbax.items)))
@@ -91,7 +91,7 @@ def orbax_facts(orbax: OrbaxFacts) -> list[Fact]:
     return lines
 
 
-def provenance_facts(provenance: Provenance, written_at: str | None) -> list[Fact]:
+def provenance_lines(provenance: Provenance, written_at: str | None) -> list[HeaderLine]:
     streams = ", ".join(
         f"{stream.name}=derive" if stream.rule == "derive" else f"{stream.name}={stream.seed}"
         for stream in provenance.streams
@@ -117,7 +117,7 @@ def provenance_facts(provenance: Provenance, written_at: str | None) -> list[Fac
     return lines
 
 
-def dry_run_facts(dry_run: DryRun, figures: ResourceEstimate | None) -> list[Fact]:
+def dry_run_lines(dry_run: DryRun, figures: ResourceEstimate | None) -> list[HeaderLine]:
     lines = [("seed", str(dry_run.seed)), ("device", dry_run.device)]
     if figures is None:
         return lines
@@ -138,20 +138,20 @@ def dry_run_facts(dry_run: DryRun, figures: ResourceEstimate | None) -> list[Fac
     ]
 
 
-def header_facts(summary: Summary) -> list[Fact]:
+def header_lines(summary: Summary) -> list[HeaderLine]:
     """The ``label  text`` lines above the tree, each from a typed field of ``summary``."""
     if summary.dry_run is not None:
         return [
             ("path", f"{summary.path} (dry run: nothing written)"),
-            *dry_run_facts(summary.dry_run, summary.resources),
+            *dry_run_lines(summary.dry_run, summary.resources),
         ]
     lines = [("path", summary.path)]
     if summary.manager_step is not None:
-        lines += step_facts(summary.manager_step)
+        lines += step_lines(summary.manager_step)
     if summary.orbax is not None:
-        lines += orbax_facts(summary.orbax)
+        lines += orbax_lines(summary.orbax)
     if summary.provenance is not None:
-        return lines + provenance_facts(summary.provenance, summary.written_at)
+        return lines + provenance_lines(summary.provenance, summary.written_at)
     if summary.orbax is not None:
         lines.append(("written by", "not icnn (no embedded spec)"))
     if summary.written_at:
@@ -269,7 +269,7 @@ def render_table(summary: Summary, *, expand: bool = False, max_depth: int | Non
 
     from icnn_cli.render.safe_text import visible
 
-    parts: list[Any] = [rich_facts(header_facts(summary)), Text("")]
+    parts: list[Any] = [rich_facts(header_lines(summary)), Text("")]
     if summary.leaves or not summary.items:
         rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
         parts += [
@@ -289,7 +289,7 @@ def render_markdown(summary: Summary, *, expand: bool = False, max_depth: int | 
 
     The tree keeps its guides, with no-break spaces so Markdown does not collapse them.
     """
-    lines = markdown_facts(header_facts(summary), code=("path",))
+    lines = markdown_facts(header_lines(summary), code=("path",))
     if summary.leaves or not summary.items:
         rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
         lines += ["", *markdown_table(tree_columns(summary), rows)]
