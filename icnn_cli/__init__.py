@@ -97,7 +97,10 @@ def inspect(path: str | os.PathLike[str], stats: bool = False) -> Summary:
 
     Returns:
       The :class:`Summary`: ``leaves`` (one record per array: path, shape, dtype,
-      bytes, statistics), ``header`` (seed, streams, versions, ...), ``spec`` (the
+      bytes, statistics), every fact of the text header as a typed field
+      (``written_at``; ``orbax``: layout, items, start time, custom metadata, metrics;
+      ``provenance``: seed, streams, versions, device, fingerprint, ..., ``None`` for a
+      checkpoint icnn did not write; ``manager_step`` for a root of steps), ``spec`` (the
       embedded spec of an icnn checkpoint, else ``None``); ``summary.as_json()`` is the
       document ``icnn inspect --json`` prints.
 

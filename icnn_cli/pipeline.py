@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli import distributed, export_cache, model, resources, rngs
+from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.metadata import quiet_absl
-from icnn_cli.checkpoint.provenance import header_lines
+from icnn_cli.checkpoint.provenance import commit_time, orbax_facts, provenance_of
 from icnn_cli.checkpoint.spec import (
     METADATA_KEY,
     CheckpointSpec,
@@ -22,7 +23,7 @@ from icnn_cli.config import IcnnConfig
 from icnn_cli.errors import RuntimeFailure, first_line, param
 from icnn_cli.fingerprint import fingerprint
 from icnn_cli.jitted_init import abstract_variables, compiled_init, select_device
-from icnn_cli.records import LeafRecord, Summary, records_of_tree
+from icnn_cli.records import DryRun, LeafRecord, Summary, records_of_tree
 from icnn_cli.sharding import Layout, plan_layout
 
 
@@ -284,13 +285,18 @@ def run_init(request: InitRequest) -> InitResult:
     outputs = [request.output] if request.output is not None else []
     prepared = plan_init(request, outputs)
     variables, spec = initialize_seed(prepared, config.init.seed)
+    written = None
     if request.output is not None:
         write_seed_checkpoint(request.output, variables, spec, request.force)
+        # What inspect would say of it; process 0 alone may see the committed directory.
+        written = open_checkpoint(request.output) if distributed.is_primary() else None
     summary = Summary(
         path=str(request.output) if request.output is not None else "(not written)",
         leaves=leaf_records_of(variables, prepared.layout),
-        header=header_lines(spec),
         spec=spec.model_dump(mode="json"),
+        written_at=commit_time(written) if written else None,
+        orbax=orbax_facts(written) if written else None,
+        provenance=provenance_of(spec, spec.versions),
     )
     return InitResult(summary=summary, spec=spec, variables=variables, prepared=prepared)
 
@@ -338,10 +344,10 @@ def _dry_run(request: InitRequest) -> InitResult:
     device_text = layout.device_text(distributed.process_count()) if layout else str(device)
     figures = resources.estimate(shapes, request.output, _devices(layout, device))
     summary = Summary(
-        path=f"{request.output} (dry run: nothing written)",
+        path=str(request.output),
         leaves=leaf_records_of(shapes, layout),
-        header=[("seed", str(config.init.seed)), ("device", device_text), *figures.lines()],
-        resources=figures.as_json(),
+        dry_run=DryRun(str(request.output), config.init.seed, device_text),
+        resources=figures,
     )
     return InitResult(summary=summary, spec=None)
 

@@ -76,23 +76,6 @@ class ResourceEstimate:
     def disk_fits(self) -> bool:
         return self.free_disk is None or self.checkpoint_bytes <= self.free_disk
 
-    def lines(self) -> list[tuple[str, str]]:
-        """Header lines of a dry run."""
-        available = (
-            "not reported by the backend"
-            if self.available_memory is None
-            else f"{format_bytes(self.available_memory)} available ({self.memory_where})"
-        )
-        free = (
-            f"free space of {self.disk_where} not reported"
-            if self.free_disk is None
-            else f"{format_bytes(self.free_disk)} free on {self.disk_where}"
-        )
-        return [
-            ("peak memory", f"~{format_bytes(self.peak_bytes)} at its peak; {available}"),
-            ("checkpoint", f"~{format_bytes(self.checkpoint_bytes)}; {free}"),
-        ]
-
     def as_json(self) -> dict[str, Any]:
         return {
             "peak_memory_bytes": self.peak_bytes,

@@ -180,7 +180,7 @@ def test_inspect_filter_that_matches_nothing_is_an_error(icnn, deep_checkpoint):
     result = icnn("inspect", deep_checkpoint, "--filter", "params/w_q*")
 
     assert result.exit_code == 2
-    assert result.stderr.startswith("icnn: error: --filter params/w_q*: matches none of the 48")
+    assert result.stderr.startswith("icnn: error: --filter 'params/w_q*': matches none of the 48")
     assert result.stdout == ""
 
 

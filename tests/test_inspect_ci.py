@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from icnn_cli.records import LeafRecord, Summary, format_bytes, summary_rows
+from icnn_cli.records import DryRun, LeafRecord, Summary, format_bytes, summary_rows
 from icnn_cli.render.summary import render_markdown
 from tests.helpers import plain_text, tiny_model
 
@@ -56,9 +56,9 @@ def test_markdown_has_one_table_row_per_summary_row(icnn, write_config, tmp_path
 def test_markdown_escapes_pipes_and_shows_stats_columns():
     leaf = LeafRecord(("params", "a|b"), (2,), "float32", 8)
 
-    text = render_markdown(Summary(path="x", leaves=[leaf], header=[("note", "1 | 2")]))
+    text = render_markdown(Summary(path="x", leaves=[leaf], dry_run=DryRun("x", 0, "1 | 2")))
 
-    assert "| note | 1 \\| 2 |" in text
+    assert "| device | 1 \\| 2 |" in text
     assert "| └── a\\|b | `(2,)` | float32 | 2 | 8 B |" in text.replace("\u00a0", " ")
 
 

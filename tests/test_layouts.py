@@ -251,8 +251,9 @@ def test_installed_versions_that_differ_from_the_writer_are_warned_about(icnn, t
 
 
 def test_header_names_the_gaussian_map_samples_by_sha256():
-    from icnn_cli.checkpoint.provenance import header_lines
+    from icnn_cli.checkpoint.provenance import provenance_of
     from icnn_cli.checkpoint.spec import SampleSpec, parse_spec
+    from icnn_cli.render.summary import provenance_lines
 
     recorded = json.loads((GOLDEN / make_golden.ICNN / "_CHECKPOINT_METADATA").read_text())
     spec = parse_spec(recorded["custom_metadata"], "golden").model_copy(
@@ -264,8 +265,10 @@ def test_header_names_the_gaussian_map_samples_by_sha256():
         }
     )
 
-    lines = dict(header_lines(spec))
+    provenance = provenance_of(spec)
+    lines = dict(provenance_lines(provenance, written_at=None))
 
+    assert [sample.sha256 for sample in provenance.gaussian_map_samples] == ["ab" * 32, "cd" * 32]
     assert lines["source sample"] == f"sha256 {'ab' * 8}  s.npy"
     assert lines["target sample"] == f"sha256 {'cd' * 8}  t.npy"
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from icnn_cli.records import (
+    DryRun,
     LeafFilter,
     LeafRecord,
     LeafStats,
@@ -18,6 +19,7 @@ from icnn_cli.records import (
     leaf_statistics,
     summary_rows,
 )
+from icnn_cli.render.summary import tree_guide
 from tests.helpers import plain_text
 
 LEAVES = [
@@ -57,7 +59,7 @@ def deep_icnn_leaves(hidden: int = 8, width: int = 4, dim: int = 2) -> list[Leaf
 def test_rows_are_collection_module_leaf_with_subtotals():
     rows = summary_rows(LEAVES)
 
-    assert [(row.guide, row.name, row.depth, row.params, row.nbytes) for row in rows] == [
+    assert [(tree_guide(row), row.name, row.depth, row.params, row.nbytes) for row in rows] == [
         ("", "params", 0, 28, 112),
         ("├── ", "w_xs_0", 1, 12, 48),
         ("│   ├── ", "bias", 2, 4, 16),
@@ -89,7 +91,7 @@ def test_repeated_layers_collapse_into_one_row_with_summed_counts():
         ("w_zs_7", 1, 1, 4, 16),
     ]
     kernel = rows[rows.index(modules[3]) + 1]
-    assert (kernel.name, kernel.shape, kernel.params, kernel.guide) == (
+    assert (kernel.name, kernel.shape, kernel.params, tree_guide(kernel)) == (
         "kernel",
         (4, 4),
         7 * 16,
@@ -120,7 +122,7 @@ def test_collapse_keeps_gaps_and_nested_repeats_visible():
 
     rows = summary_rows(leaves)
 
-    assert [(row.guide + row.name, row.count, row.params) for row in rows] == [
+    assert [(tree_guide(row) + row.name, row.count, row.params) for row in rows] == [
         ("blocks", 1, 4 * 27 + 12),
         ("├── block{0..2,5}", 4, 4 * 27),
         ("│   └── dense_{0..2}", 3, 4 * 27),
@@ -205,11 +207,12 @@ def test_format_bytes():
 
 
 def test_golden_plain_text_at_fixed_width():
-    summary = Summary(path="ckpt", leaves=LEAVES, header=[("seed", "0")])
+    summary = Summary(path="ckpt", leaves=LEAVES, dry_run=DryRun("ckpt", 0, "cpu:0 (cpu)"))
 
     assert plain_text(summary) == (
-        "path  ckpt\n"
-        "seed  0   \n"
+        "path    ckpt (dry run: nothing written)\n"
+        "seed    0                              \n"
+        "device  cpu:0 (cpu)                    \n"
         "\n"
         "tree                shape   dtype    params  bytes\n"
         "params                                   28  112 B\n"

@@ -9,23 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint.consistency import read_consistently
-from icnn_cli.checkpoint.layout import TREE_KINDS, Checkpoint, Location, locate, steps_text
+from icnn_cli.checkpoint.layout import TREE_KINDS, Checkpoint, Location, locate
 from icnn_cli.checkpoint.metadata import item_bytes, read_json_item
-from icnn_cli.checkpoint.provenance import (
-    MAX_SHOWN_JSON,
-    header_lines,
-    orbax_lines,
-    short_json,
-    version_warnings,
-)
+from icnn_cli.checkpoint.provenance import orbax_facts, provenance_of, version_warnings
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import installed_versions
 from icnn_cli.errors import UsageError
 from icnn_cli.records import (
+    MAX_SHOWN_JSON,
+    FingerprintCheck,
     ItemRecord,
     LeafFilter,
     LeafRecord,
     LeafStats,
+    ManagerStep,
     Summary,
     filter_leaves,
     leaf_statistics,
@@ -90,12 +87,6 @@ def _inspect_checkpoint(
     return Summary(
         path=str(checkpoint.path),
         leaves=leaves,
-        header=_step_header(location)
-        + orbax_lines(checkpoint)
-        + _metrics_lines(checkpoint, items)
-        + header_lines(
-            spec, reader.written_at, installed, _fingerprint_note(with_stats, leaf_filter)
-        ),
         spec=spec.model_dump(mode="json") if spec else None,
         leaf_filter=leaf_filter,
         written_at=reader.written_at,
@@ -103,8 +94,14 @@ def _inspect_checkpoint(
             *checkpoint.warnings,
             *(version_warnings(spec.versions, installed) if spec else []),
         ],
-        manager_step=location.as_json(),
+        manager_step=_manager_step(location),
         items=items,
+        orbax=orbax_facts(checkpoint, _metrics_item(checkpoint, items)),
+        provenance=(
+            provenance_of(spec, installed, _fingerprint_check(with_stats, leaf_filter))
+            if spec
+            else None
+        ),
     )
 
 
@@ -136,25 +133,20 @@ def _other_items(checkpoint: Checkpoint, chosen: str | None) -> list[ItemRecord]
     return records
 
 
-def _metrics_lines(checkpoint: Checkpoint, items: Sequence[ItemRecord]) -> list[tuple[str, str]]:
-    """A v1 training step's metrics (its ``metrics`` item), shown with the step's facts."""
+def _metrics_item(checkpoint: Checkpoint, items: Sequence[ItemRecord]) -> Any:
+    """A v1 training step's metrics: the document of its ``metrics`` item, if any."""
     handlers = {item.label: item.handler or "" for item in checkpoint.items}
-    return [
-        ("metrics", short_json(record.content))
-        for record in items
-        if record.kind == "json" and record.keys is None and "Metrics" in handlers[record.name]
-    ]
+    for record in items:
+        if record.kind == "json" and "Metrics" in handlers[record.name]:
+            return record.content
+    return None
 
 
-def _step_header(location: Location) -> list[tuple[str, str]]:
-    if location.root is None:
-        return []
-    steps = location.root.steps
-    latest = " (latest)" if location.step == steps[-1][0] else ""
-    return [
-        ("manager root", str(location.root.path)),
-        ("step", f"{location.step}{latest} of steps {steps_text(steps)}"),
-    ]
+def _manager_step(location: Location) -> ManagerStep | None:
+    if location.root is None or location.step is None:
+        return None
+    steps = tuple(number for number, _ in location.root.steps)
+    return ManagerStep(str(location.root.path), location.step, steps)
 
 
 def _filtered(
@@ -171,9 +163,7 @@ def _filtered(
     return kept, LeafFilter(globs=globs, kept=len(kept), of=len(leaves))
 
 
-def _fingerprint_note(with_stats: bool, leaf_filter: LeafFilter | None) -> str:
+def _fingerprint_check(with_stats: bool, leaf_filter: LeafFilter | None) -> FingerprintCheck:
     if not with_stats:
-        return ""
-    if leaf_filter is not None:
-        return "checked: every leaf read, the filtered ones shown"
-    return "checked"
+        return "not checked"
+    return "checked" if leaf_filter is None else "checked, filtered"

@@ -176,12 +176,6 @@ class Location:
     root: RootOfSteps | None = None
     step: int | None = None
 
-    def as_json(self) -> dict[str, Any] | None:
-        if self.root is None:
-            return None
-        steps = [number for number, _ in self.root.steps]
-        return {"root": str(self.root.path), "steps": steps, "step": self.step}
-
 
 # --- steps -----------------------------------------------------------------------------------
 

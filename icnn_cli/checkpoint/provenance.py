@@ -1,23 +1,28 @@
-"""Where a checkpoint came from, at a glance: the header lines and the version warnings.
+"""Where a checkpoint came from, as typed facts (``icnn_cli.records.header``), and version warnings.
 
 The facts come from the embedded spec (seed, streams, rng impl, threefry setting,
-versions, device, fingerprint, Gaussian-map samples) and from Orbax's own commit
-timestamp. When the installed packages differ from those that wrote the
+versions, device, fingerprint, Gaussian-map samples) and from Orbax's own metadata
+(layout, items, start and commit times, custom metadata, metrics); ``icnn_cli.render``
+words them. When the installed packages differ from those that wrote the
 checkpoint, re-running the init may give other numbers, so that is said.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from icnn_cli.checkpoint.layout import Checkpoint
 from icnn_cli.checkpoint.spec import METADATA_KEY, CheckpointSpec
-from icnn_cli.fingerprint import SHORT_DIGITS, short_fingerprint
-
-MAX_SHOWN_JSON = 200  # characters of custom metadata or metrics shown in the header
+from icnn_cli.records.header import (
+    FingerprintCheck,
+    OrbaxFacts,
+    OrbaxItem,
+    Provenance,
+    SampleRecord,
+    StreamRecord,
+)
 
 
 def written_at(commit_timestamp_nsecs: object) -> str | None:
@@ -28,15 +33,9 @@ def written_at(commit_timestamp_nsecs: object) -> str | None:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def versions_text(recorded: Mapping[str, str], installed: Mapping[str, str] | None) -> str:
-    """``jax 0.10.2, ott-jax 0.5.0 (installed 0.6.0), ...``."""
-    parts = []
-    for package, version in recorded.items():
-        now = (installed or {}).get(package)
-        parts.append(
-            f"{package} {version}" + (f" (installed {now})" if now and now != version else "")
-        )
-    return ", ".join(parts)
+def commit_time(checkpoint: Checkpoint) -> str | None:
+    """When Orbax committed ``checkpoint``, ISO 8601 UTC, if recorded."""
+    return written_at(checkpoint.metadata.get("commit_timestamp_nsecs"))
 
 
 def version_warnings(recorded: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
@@ -49,64 +48,56 @@ def version_warnings(recorded: Mapping[str, str], installed: Mapping[str, str]) 
     ]
 
 
-def header_lines(
-    spec: CheckpointSpec | None,
-    written: str | None = None,
+def provenance_of(
+    spec: CheckpointSpec,
     installed: Mapping[str, str] | None = None,
-    fingerprint_note: str = "",
-) -> list[tuple[str, str]]:
-    """The ``label  value`` lines above the tree.
+    fingerprint_check: FingerprintCheck = "not checked",
+) -> Provenance:
+    """The typed facts of an embedded spec that a summary shows.
 
     Args:
-      spec: the embedded spec; ``None`` for a checkpoint icnn did not write.
-      written: the commit time (from :func:`written_at`), if known.
-      installed: the installed versions, to mark the ones that differ.
-      fingerprint_note: whether the arrays were checked against the fingerprint.
+      spec: the embedded spec.
+      installed: the installed versions of the packages the spec records.
+      fingerprint_check: whether this reading checked the arrays against the fingerprint.
     """
-    when = [("written", written.replace("T", " ").replace("Z", " UTC"))] if written else []
-    if spec is None:
-        return [("written by", "not icnn (no embedded spec)"), *when]
-    lines = [
-        ("seed", str(spec.seed)),
-        ("streams", spec.streams_text()),
-        ("rng impl", spec.rng_impl),
-        ("threefry partitionable", "on" if spec.threefry_partitionable else "off"),
-        ("versions", versions_text(spec.versions, installed)),
-        ("device", spec.device),
-        *when,
-        (
-            "fingerprint",
-            short_fingerprint(spec.fingerprint)
-            + (f" ({fingerprint_note})" if fingerprint_note else ""),
+    return Provenance(
+        seed=spec.seed,
+        streams=tuple(
+            StreamRecord(stream.name, stream.rule, stream.seed) for stream in spec.streams
         ),
-    ]
-    for sample in spec.gaussian_map_samples:
-        lines.append(
-            (f"{sample.role} sample", f"sha256 {sample.sha256[:SHORT_DIGITS]}  {sample.path}")
-        )
-    return lines
+        rng_impl=spec.rng_impl,
+        threefry_partitionable=spec.threefry_partitionable,
+        versions=dict(spec.versions),
+        installed_versions={
+            package: version
+            for package, version in (installed or {}).items()
+            if package in spec.versions
+        },
+        device=spec.device,
+        fingerprint=spec.fingerprint,
+        fingerprint_check=fingerprint_check,
+        gaussian_map_samples=tuple(
+            SampleRecord(sample.role, sample.path, sample.sha256)
+            for sample in spec.gaussian_map_samples
+        ),
+    )
 
 
-def short_json(value: Any, limit: int = MAX_SHOWN_JSON) -> str:
-    """Compact JSON, cut at ``limit`` characters with the total said."""
-    text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+def orbax_facts(checkpoint: Checkpoint, metrics_item: Any = None) -> OrbaxFacts:
+    """What Orbax recorded about the checkpoint: layout, items, start time, metadata, metrics.
 
-
-def orbax_lines(checkpoint: Checkpoint) -> list[tuple[str, str]]:
-    """What Orbax recorded about the checkpoint: layout, items, start time, metadata, metrics."""
+    ``metrics_item`` is the document of a v1 training step's metrics item: its metrics
+    where ``_CHECKPOINT_METADATA`` records none.
+    """
     metadata = checkpoint.metadata
-    lines = [("layout", checkpoint.layout)]
-    if not checkpoint.single:
-        lines.append(("items", checkpoint.items_text()))
-    started = written_at(metadata.get("init_timestamp_nsecs"))
-    if started:
-        lines.append(("started", started.replace("T", " ").replace("Z", " UTC")))
     custom = {
         key: value for key, value in checkpoint.custom_metadata.items() if key != METADATA_KEY
     }
-    if custom:
-        lines.append(("custom metadata", short_json(custom)))
-    if isinstance(metadata.get("metrics"), dict) and metadata["metrics"]:
-        lines.append(("metrics", short_json(metadata["metrics"])))
-    return lines
+    metrics = metadata.get("metrics")
+    return OrbaxFacts(
+        layout=checkpoint.layout,
+        items=tuple(OrbaxItem(item.name, item.kind) for item in checkpoint.items),
+        started_at=written_at(metadata.get("init_timestamp_nsecs")),
+        custom_metadata=custom or None,
+        metrics=metrics if isinstance(metrics, dict) and metrics else metrics_item,
+    )

@@ -55,12 +55,6 @@ class CheckpointSpec(_Record):
     fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     gaussian_map_samples: list[SampleSpec] = []
 
-    def streams_text(self) -> str:
-        return ", ".join(
-            f"{stream.name}=derive" if stream.rule == "derive" else f"{stream.name}={stream.seed}"
-            for stream in self.streams
-        )
-
 
 def installed_versions() -> dict[str, str]:
     """Versions of the packages whose changes could change the numbers."""

@@ -1,8 +1,8 @@
 """Leaf records -> rows of a tree table: modules with subtotals, then leaves, depth first.
 
 Shaping the tree for a screen (collapsing repeated layers, cutting it at a depth,
-drawing the guides) is a chain of row-to-row transformations on plain data;
-``icnn_cli.render`` only turns finished rows into cells.
+marking which rows end their branch) is a chain of row-to-row transformations on
+plain data; ``icnn_cli.render`` turns finished rows into cells and draws the guides.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ class SummaryRow:
     numbers are their sums (its shape and dtype are each one's).
     """
 
-    guide: str  # tree-drawing prefix, e.g. "│   ├── "
     name: str
     depth: int
     params: int
@@ -40,6 +39,9 @@ class SummaryRow:
     truncated: bool = False  # a module whose children --depth hides
     sharding: str | None = None
     value: Any = None  # a non-array leaf's value
+    # For each row on the path from the top level down to this one: is it the last of
+    # its siblings? (Where a tree drawing ends a branch and stops its vertical line.)
+    last_along_path: tuple[bool, ...] = ()
 
     @property
     def is_leaf(self) -> bool:
@@ -84,7 +86,7 @@ def tree_rows(leaves: Sequence[LeafRecord]) -> list[SummaryRow]:
                 below.append(child)
                 continue
             index = len(rows)
-            rows.append(SummaryRow("", name, len(path), 0, 0))
+            rows.append(SummaryRow(name, len(path), 0, 0))
             leaves_below = visit(child, (*path, name))
             rows[index] = _module_row(name, (*path, name), leaves_below)
             below.extend(leaves_below)
@@ -96,7 +98,6 @@ def tree_rows(leaves: Sequence[LeafRecord]) -> list[SummaryRow]:
 
 def _leaf_row(leaf: LeafRecord, depth: int) -> SummaryRow:
     return SummaryRow(
-        guide="",
         name=leaf.path[-1],
         depth=depth,
         params=leaf.size,
@@ -113,7 +114,6 @@ def _leaf_row(leaf: LeafRecord, depth: int) -> SummaryRow:
 
 def _module_row(name: str, path: tuple[str, ...], leaves: Sequence[LeafRecord]) -> SummaryRow:
     return SummaryRow(
-        guide="",
         name=name,
         depth=len(path) - 1,
         params=sum(leaf.size for leaf in leaves),
@@ -236,8 +236,8 @@ def limit_depth(rows: Sequence[SummaryRow], max_depth: int | None) -> list[Summa
     ]
 
 
-def with_guides(rows: Sequence[SummaryRow]) -> list[SummaryRow]:
-    """Fill in the tree-drawing prefixes (``├──``, ``│``) from the depths alone."""
+def mark_last_siblings(rows: Sequence[SummaryRow]) -> list[SummaryRow]:
+    """Fill in ``last_along_path`` from the depths alone."""
     last = [False] * len(rows)
     sibling_follows: dict[int, bool] = {}
     for index in reversed(range(len(rows))):
@@ -245,18 +245,13 @@ def with_guides(rows: Sequence[SummaryRow]) -> list[SummaryRow]:
         last[index] = not sibling_follows.get(depth, False)
         sibling_follows = {d: seen for d, seen in sibling_follows.items() if d < depth}
         sibling_follows[depth] = True
-    guided = []
+    marked = []
     ancestors_last: list[bool] = []
     for row, is_last in zip(rows, last, strict=True):
         del ancestors_last[row.depth :]
-        if row.depth:
-            prefix = "".join("    " if done else "│   " for done in ancestors_last[1:])
-            guide = prefix + ("└── " if is_last else "├── ")
-        else:
-            guide = ""
         ancestors_last.append(is_last)
-        guided.append(dataclasses.replace(row, guide=guide))
-    return guided
+        marked.append(dataclasses.replace(row, last_along_path=tuple(ancestors_last)))
+    return marked
 
 
 def summary_rows(
@@ -272,4 +267,4 @@ def summary_rows(
     rows = tree_rows(leaves)
     if not expand:
         rows = collapse_repeated(rows)
-    return with_guides(limit_depth(rows, max_depth))
+    return mark_last_siblings(limit_depth(rows, max_depth))

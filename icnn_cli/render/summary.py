@@ -1,11 +1,29 @@
-"""A checkpoint's summary as a rich table (terminal, plain text) or as Markdown."""
+"""A checkpoint's summary as a rich table (terminal, plain text) or as Markdown.
+
+The header lines above the tree are worded here, from the summary's typed facts:
+times in UTC, fingerprints and digests shortened, JSON cut, settings as on/off.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
-from icnn_cli.checkpoint.provenance import short_json
-from icnn_cli.records import ItemRecord, Summary, SummaryRow, format_bytes, summary_rows
+from icnn_cli.checkpoint.layout import steps_text
+from icnn_cli.fingerprint import SHORT_DIGITS, short_fingerprint
+from icnn_cli.records import (
+    MAX_SHOWN_JSON,
+    DryRun,
+    ItemRecord,
+    ManagerStep,
+    OrbaxFacts,
+    Provenance,
+    Summary,
+    SummaryRow,
+    format_bytes,
+    summary_rows,
+)
 from icnn_cli.records.leaves import LeafStats
 from icnn_cli.render.table import (
     Cell,
@@ -18,14 +36,144 @@ from icnn_cli.render.table import (
     rich_table,
     text_cell,
 )
+from icnn_cli.resources import ResourceEstimate
+
+HeaderLine = tuple[str, str]  # (label, text)
+
+
+def short_json(value: Any, limit: int = MAX_SHOWN_JSON) -> str:
+    """Compact JSON, cut at ``limit`` characters with the total said."""
+    text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def utc_text(moment: str) -> str:
+    """``2026-11-25T12:41:51Z`` -> ``2026-11-25 12:41:51 UTC``."""
+    return moment.replace("T", " ").replace("Z", " UTC")
+
+
+def versions_text(recorded: Mapping[str, str], installed: Mapping[str, str]) -> str:
+    """``jax 0.10.2, ott-jax 0.5.0 (installed 0.6.0), ...``."""
+    parts = []
+    for package, version in recorded.items():
+        now = installed.get(package)
+        parts.append(
+            f"{package} {version}" + (f" (installed {now})" if now and now != version else "")
+        )
+    return ", ".join(parts)
+
+
+FINGERPRINT_NOTES = {
+    "not checked": "",
+    "checked": " (checked)",
+    "checked, filtered": " (checked: every leaf read, the filtered ones shown)",
+}
+
+
+def step_lines(step: ManagerStep) -> list[HeaderLine]:
+    steps = steps_text([(number, str(number)) for number in step.steps])
+    return [
+        ("manager root", step.root),
+        ("step", f"{step.step}{' (latest)' if step.latest else ''} of steps {steps}"),
+    ]
+
+
+def orbax_lines(orbax: OrbaxFacts) -> list[HeaderLine]:
+    lines = [("layout", orbax.layout)]
+    if not orbax.single:
+        lines.append(("items", ", ".join(f"{item.label}: {item.kind}" for item in orbax.items)))
+    if orbax.started_at:
+        lines.append(("started", utc_text(orbax.started_at)))
+    if orbax.custom_metadata:
+        lines.append(("custom metadata", short_json(orbax.custom_metadata)))
+    if orbax.metrics is not None:
+        lines.append(("metrics", short_json(orbax.metrics)))
+    return lines
+
+
+def provenance_lines(provenance: Provenance, written_at: str | None) -> list[HeaderLine]:
+    streams = ", ".join(
+        f"{stream.name}=derive" if stream.rule == "derive" else f"{stream.name}={stream.seed}"
+        for stream in provenance.streams
+    )
+    lines = [
+        ("seed", str(provenance.seed)),
+        ("streams", streams),
+        ("rng impl", provenance.rng_impl),
+        ("threefry partitionable", "on" if provenance.threefry_partitionable else "off"),
+        ("versions", versions_text(provenance.versions, provenance.installed_versions)),
+        ("device", provenance.device),
+        *([("written", utc_text(written_at))] if written_at else []),
+        (
+            "fingerprint",
+            short_fingerprint(provenance.fingerprint)
+            + FINGERPRINT_NOTES[provenance.fingerprint_check],
+        ),
+    ]
+    for sample in provenance.gaussian_map_samples:
+        lines.append(
+            (f"{sample.role} sample", f"sha256 {sample.sha256[:SHORT_DIGITS]}  {sample.path}")
+        )
+    return lines
+
+
+def dry_run_lines(dry_run: DryRun, figures: ResourceEstimate | None) -> list[HeaderLine]:
+    lines = [("seed", str(dry_run.seed)), ("device", dry_run.device)]
+    if figures is None:
+        return lines
+    available = (
+        "not reported by the backend"
+        if figures.available_memory is None
+        else f"{format_bytes(figures.available_memory)} available ({figures.memory_where})"
+    )
+    free = (
+        f"free space of {figures.disk_where} not reported"
+        if figures.free_disk is None
+        else f"{format_bytes(figures.free_disk)} free on {figures.disk_where}"
+    )
+    return [
+        *lines,
+        ("peak memory", f"~{format_bytes(figures.peak_bytes)} at its peak; {available}"),
+        ("checkpoint", f"~{format_bytes(figures.checkpoint_bytes)}; {free}"),
+    ]
+
+
+def header_lines(summary: Summary) -> list[HeaderLine]:
+    """The ``label  text`` lines above the tree, each from a typed field of ``summary``."""
+    if summary.dry_run is not None:
+        return [
+            ("path", f"{summary.path} (dry run: nothing written)"),
+            *dry_run_lines(summary.dry_run, summary.resources),
+        ]
+    lines = [("path", summary.path)]
+    if summary.manager_step is not None:
+        lines += step_lines(summary.manager_step)
+    if summary.orbax is not None:
+        lines += orbax_lines(summary.orbax)
+    if summary.provenance is not None:
+        return lines + provenance_lines(summary.provenance, summary.written_at)
+    if summary.orbax is not None:
+        lines.append(("written by", "not icnn (no embedded spec)"))
+    if summary.written_at:
+        lines.append(("written", utc_text(summary.written_at)))
+    return lines
 
 
 def _format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
+def tree_guide(row: SummaryRow) -> str:
+    """The tree-drawing prefix of a row, e.g. ``│   ├── ``; none at the top level."""
+    if row.depth == 0:
+        return ""
+    *ancestors, is_last = row.last_along_path[1:]
+    prefix = "".join("    " if done else "│   " for done in ancestors)
+    return prefix + ("└── " if is_last else "├── ")
+
+
 def _tree_cell(row: SummaryRow) -> Cell:
-    pieces = [Piece(row.guide, "guide"), Piece(row.name, "leaf" if row.is_leaf else "module")]
+    pieces = [Piece(tree_guide(row), "guide"), Piece(row.name, "leaf" if row.is_leaf else "module")]
     if row.count > 1:
         pieces.append(Piece(f"  x{row.count}", "count"))
     if row.truncated:
@@ -121,7 +269,7 @@ def render_table(summary: Summary, *, expand: bool = False, max_depth: int | Non
 
     from icnn_cli.render.safe_text import visible
 
-    parts: list[Any] = [rich_facts([("path", summary.path), *summary.header]), Text("")]
+    parts: list[Any] = [rich_facts(header_lines(summary)), Text("")]
     if summary.leaves or not summary.items:
         rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
         parts += [
@@ -141,7 +289,7 @@ def render_markdown(summary: Summary, *, expand: bool = False, max_depth: int | 
 
     The tree keeps its guides, with no-break spaces so Markdown does not collapse them.
     """
-    lines = markdown_facts([("path", summary.path), *summary.header], code=("path",))
+    lines = markdown_facts(header_lines(summary), code=("path",))
     if summary.leaves or not summary.items:
         rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
         lines += ["", *markdown_table(tree_columns(summary), rows)]
