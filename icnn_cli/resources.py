@@ -216,7 +216,7 @@ def free_disk(directory: Path) -> int:
 
 
 def existing_ancestor(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists (``--out`` is created later)."""
+    """``path`` or its nearest ancestor that exists (an output is created later)."""
     path = path.absolute()
     while not path.exists() and path != path.parent:
         path = path.parent

@@ -20,6 +20,7 @@ from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.errors import UsageError
 from icnn_cli.records import LeafRecord
+from icnn_cli.records.leaves import finite_or_none
 
 Status = Literal["same", "changed", "only_a", "only_b", "shape", "dtype"]
 
@@ -38,8 +39,8 @@ class LeafDiff:
         return {
             "path": self.path,
             "status": self.status,
-            "max_abs_diff": _finite_or_none(self.max_abs_diff),
-            "max_rel_diff": _finite_or_none(self.max_rel_diff),
+            "max_abs_diff": finite_or_none(self.max_abs_diff),
+            "max_rel_diff": finite_or_none(self.max_rel_diff),
         }
 
 
@@ -114,8 +115,3 @@ def _leaf_diff(path: str, side_a: Side, side_b: Side, atol: float) -> LeafDiff:
     max_abs, max_rel = value_differences(array_a, array_b)
     status: Status = "same" if max_abs <= atol else "changed"
     return LeafDiff(path, status, max_abs, max_rel)
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    # JSON has no infinity: an unbounded difference (NaN against a number) is null.
-    return value if value is not None and math.isfinite(value) else None

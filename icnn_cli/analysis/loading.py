@@ -28,14 +28,6 @@ NPY_HEADER_BYTES = 1 << 16  # numpy caps .npy headers far below this
 MAX_SAMPLE_ITEMSIZE = 16  # bytes per value of the widest float dtype
 
 
-def read_spec(path: Path) -> CheckpointSpec:
-    """The embedded spec of an icnn checkpoint; exit 2 for a checkpoint without one."""
-    spec = CheckpointReader.open(path).spec
-    if spec is None:
-        raise IcnnError(f"{path}: no embedded icnn spec (not written by icnn init)")
-    return spec
-
-
 def spec_config(spec: CheckpointSpec, path: Path) -> IcnnConfig:
     from pydantic import ValidationError
 

@@ -54,7 +54,6 @@ MSGPACK_TREE = "checkpoint"  # Orbax 0.4's msgpack tree (values or placeholders)
 MSGPACK_TREE_ONLY_LAYOUT = "Orbax 0.4.0 to 0.4.2: msgpack tree, no _METADATA"
 CHECKPOINT_METADATA = "_CHECKPOINT_METADATA"
 V1_MARKER = "orbax.checkpoint"  # an empty file the v1 free functions write at the top
-ROOT_METADATA_DIRECTORY = "metadata"  # <root>/metadata/_ROOT_METADATA, beside the steps
 JSON_ITEM_FILES = ("metadata", "data.json", "metrics")  # v0 JsonCheckpointHandler, v1 Json/Metrics
 MAX_CHECKPOINT_METADATA_BYTES = 4 << 20  # Orbax's own entries plus an icnn spec are a few KiB
 # Orbax's default step names are the number, optionally zero-padded, optionally after

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from icnn_cli.checkpoint.layout import TREE_METADATA, is_msgpack_tree_only
+from icnn_cli.checkpoint.layout import MSGPACK_TREE, TREE_METADATA, is_msgpack_tree_only
 from icnn_cli.checkpoint.storage import file_size, is_remote, kvstore_spec, tensorstore_context
 from icnn_cli.errors import first_line
 from icnn_cli.records import LeafRecord, records_of_values
@@ -273,7 +273,6 @@ def array_reader(path: Path) -> Any:
     return read
 
 
-MSGPACK_TREE = "checkpoint"
 MAX_MSGPACK_TREE_BYTES = 1 << 30  # Orbax 0.4 aggregated only small trees into this file
 PLACEHOLDER_PREFIX = "PLACEHOLDER://"  # Orbax 0.4: "the value is in the array store"
 

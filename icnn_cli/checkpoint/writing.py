@@ -22,7 +22,7 @@ from icnn_cli.checkpoint.remote_writing import check_remote_output, write_remote
 from icnn_cli.checkpoint.storage import is_remote
 from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG, leftovers
 from icnn_cli.errors import IcnnError, OutputExists, RuntimeFailure, UsageError, param
-from icnn_cli.resources import is_disk_full, mount_point
+from icnn_cli.resources import existing_ancestor, is_disk_full, mount_point
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -123,18 +123,11 @@ def check_output_path(target: Path, force: bool) -> None:
                 "out",
                 target,
             )
-    parent = _existing_ancestor(target.parent)
+    parent = existing_ancestor(target.parent)
     if not parent.is_dir():
         raise UsageError(f"{parent} is not a directory", "out", target)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"directory {parent} is not writable", "out", target)
-
-
-def _existing_ancestor(directory: Path) -> Path:
-    directory = directory.absolute()
-    while not directory.exists() and directory != directory.parent:
-        directory = directory.parent
-    return directory
 
 
 def write_checkpoint_atomically(

@@ -13,7 +13,6 @@ INF_FLAG = "inf"
 ZEROS_FLAG = "all_zero"
 # Non-array leaves (Python scalars and strings in a PyTree checkpoint) carry their
 # value; their dtype is the Python type's name, as `icnn inspect --json` shows it.
-SCALAR_DTYPES = ("str", "int", "float", "bool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +44,10 @@ class LeafStats:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "mean": _finite_or_none(self.mean),
-            "std": _finite_or_none(self.std),
-            "min": _finite_or_none(self.min),
-            "max": _finite_or_none(self.max),
+            "mean": finite_or_none(self.mean),
+            "std": finite_or_none(self.std),
+            "min": finite_or_none(self.min),
+            "max": finite_or_none(self.max),
             "negative_fraction": self.negative_fraction,
             "nan": self.nan,
             "inf": self.inf,
@@ -56,9 +55,10 @@ class LeafStats:
         }
 
 
-def _finite_or_none(value: float) -> float | None:
-    # JSON has no NaN; a leaf with no finite entry has no mean.
-    return value if math.isfinite(value) else None
+def finite_or_none(value: float | None) -> float | None:
+    """``value``, or ``None`` for NaN and infinities: JSON has neither (a leaf with no finite
+    entry has no mean; an unbounded difference has no size)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def leaf_statistics(array: Any) -> LeafStats:
