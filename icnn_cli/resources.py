@@ -16,7 +16,7 @@ import math
 import os
 import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from icnn_cli.errors import IcnnError
@@ -102,7 +102,7 @@ class ResourceEstimate:
             "disk_of": self.disk_where,
         }
 
-    def check(self, output: Path) -> None:
+    def check(self, output: PurePath) -> None:
         """Raise :class:`IcnnError` (exit 2) when the init cannot fit."""
         if not self.memory_fits:
             assert self.available_memory is not None
@@ -144,7 +144,7 @@ def parameter_bytes(abstract: Any) -> int:
     )
 
 
-def estimate(abstract: Any, output: Path, devices: list[Any] | None = None) -> ResourceEstimate:
+def estimate(abstract: Any, output: PurePath, devices: list[Any] | None = None) -> ResourceEstimate:
     """The init's figures for the ``eval_shape`` tree ``abstract``, written to ``output``.
 
     ``devices``: the mesh's devices (each holds its share of every leaf), or the one
@@ -168,7 +168,7 @@ def estimate(abstract: Any, output: Path, devices: list[Any] | None = None) -> R
     if remote:  # gs:// and other object stores: no free-space figure
         disk, where_written = None, f"{remote.group(1)}://"
     else:
-        mount = existing_ancestor(output)
+        mount = existing_ancestor(Path(output))
         disk, where_written = free_disk(mount), mount_point(mount)
     return ResourceEstimate(
         peak_bytes=peak,

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
 from icnn_cli.checkpoint.reader import CheckpointReader
-from icnn_cli.checkpoint.storage import storage_path
+from icnn_cli.checkpoint.storage import StoragePath, storage_path
 from icnn_cli.checkpoint.writing import check_output_path
 from icnn_cli.config import IcnnConfig, validate_seed
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
@@ -71,7 +71,7 @@ def _seed_entry(part: str, text: str) -> range:
     return range(start, stop)
 
 
-def seed_output_path(out: Path, seed: int) -> Path:
+def seed_output_path(out: StoragePath, seed: int) -> StoragePath:
     """``out/seed-N``, or ``out`` with ``{seed}`` replaced when it is a template."""
     if SEED_PLACEHOLDER in str(out):
         return storage_path(str(out).replace(SEED_PLACEHOLDER, str(seed)))
@@ -83,7 +83,7 @@ class SweepRequest:
     config: IcnnConfig
     config_dir: Path
     seeds: Sequence[int]
-    out: Path
+    out: StoragePath
     force: bool = False
     resume: bool = False
     platform: str | None = None
@@ -95,7 +95,7 @@ class SweepItem:
     """One seed's checkpoint: where it is, its fingerprint, and what the sweep did."""
 
     seed: int
-    path: Path
+    path: StoragePath
     fingerprint: str
     status: Status
 
@@ -149,7 +149,7 @@ def run_sweep(
     return SweepResult(items, leaves)
 
 
-def _check_targets(targets: list[tuple[int, Path]], request: SweepRequest) -> None:
+def _check_targets(targets: list[tuple[int, StoragePath]], request: SweepRequest) -> None:
     paths = [path for _, path in targets]
     if len(set(paths)) != len(paths):
         raise IcnnError(f"--out {request.out}: gives several seeds the same path; add {{seed}}")
@@ -159,7 +159,7 @@ def _check_targets(targets: list[tuple[int, Path]], request: SweepRequest) -> No
         check_output_path(path, request.force)
 
 
-def _resume_status(path: Path, fingerprint: str) -> Status:
+def _resume_status(path: StoragePath, fingerprint: str) -> Status:
     """``skipped`` when ``path`` holds this very checkpoint intact; ``replaced`` when damaged."""
     if (path / TREE_METADATA).is_file() and not (path / COMMIT_MARKER).is_file():
         return "replaced"  # never committed; the rewrite replaces only checkpoint directories
@@ -182,12 +182,12 @@ def _resume_status(path: Path, fingerprint: str) -> Status:
 
 
 def _write(
-    path: Path,
+    path: StoragePath,
     variables: Any,
     spec: Any,
     force: bool,
     done: list[SweepItem],
-    targets: list[tuple[int, Path]],
+    targets: list[tuple[int, StoragePath]],
 ) -> None:
     try:
         write_seed_checkpoint(path, variables, spec, force)

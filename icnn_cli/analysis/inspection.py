@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint.consistency import read_consistently
@@ -20,6 +19,7 @@ from icnn_cli.checkpoint.provenance import (
 )
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import installed_versions
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.errors import IcnnError
 from icnn_cli.records import (
     ItemRecord,
@@ -33,7 +33,7 @@ from icnn_cli.records import (
 
 
 def inspect_checkpoint(
-    path: Path,
+    path: StoragePath,
     with_stats: bool = False,
     globs: Sequence[str] = (),
     step: int | None = None,
@@ -60,7 +60,7 @@ def inspect_checkpoint(
 
 
 def _inspect_checkpoint(
-    path: Path,
+    path: StoragePath,
     with_stats: bool = False,
     globs: Sequence[str] = (),
     step: int | None = None,

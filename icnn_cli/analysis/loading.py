@@ -19,7 +19,7 @@ from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec, SampleSpec
-from icnn_cli.checkpoint.storage import storage_path
+from icnn_cli.checkpoint.storage import StoragePath, storage_path
 from icnn_cli.config import IcnnConfig, ModelConfig
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError
 from icnn_cli.tree_paths import flatten_with_paths
@@ -28,7 +28,7 @@ NPY_HEADER_BYTES = 1 << 16  # numpy caps .npy headers far below this
 MAX_SAMPLE_ITEMSIZE = 16  # bytes per value of the widest float dtype
 
 
-def read_spec(path: Path) -> CheckpointSpec:
+def read_spec(path: StoragePath) -> CheckpointSpec:
     """The embedded spec of an icnn checkpoint; exit 2 for a checkpoint without one."""
     spec = CheckpointReader.open(path).spec
     if spec is None:
@@ -36,7 +36,7 @@ def read_spec(path: Path) -> CheckpointSpec:
     return spec
 
 
-def spec_config(spec: CheckpointSpec, path: Path) -> IcnnConfig:
+def spec_config(spec: CheckpointSpec, path: StoragePath) -> IcnnConfig:
     from pydantic import ValidationError
 
     try:
@@ -134,14 +134,14 @@ class LoadedModel:
     all_variables: Any = None
 
 
-def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
+def load_checkpoint(path: str | StoragePath) -> tuple[Any, Any]:
     """``(module, variables)`` of an icnn checkpoint: what ``icnn_cli.load`` returns."""
     loaded = load_model(path, config_flag=None)
     return loaded.module, loaded.all_variables
 
 
 def load_model(
-    path: str | Path, config_path: Path | None = None, config_flag: str | None = "--config"
+    path: str | StoragePath, config_path: Path | None = None, config_flag: str | None = "--config"
 ) -> LoadedModel:
     """Load an icnn checkpoint, or any Orbax checkpoint of an OTT ICNN given its config.
 
@@ -158,7 +158,7 @@ def load_model(
 
 
 def _load_model(
-    path: str | Path, config_path: Path | None = None, config_flag: str | None = "--config"
+    path: str | StoragePath, config_path: Path | None = None, config_flag: str | None = "--config"
 ) -> LoadedModel:
     from icnn_cli.config import load_config
 
@@ -189,7 +189,7 @@ def _load_model(
 
 
 def _check_architecture(
-    path: Path, config_path: Path | None, module: Any, dim_data: int, params: Any
+    path: StoragePath, config_path: Path | None, module: Any, dim_data: int, params: Any
 ) -> None:
     """Refuse (exit 2) arrays whose names or shapes differ from what the module expects."""
     import jax

@@ -40,7 +40,13 @@ from typing import Any, Literal
 
 from icnn_cli.checkpoint.single_files import FILE_KINDS, LAYOUTS, sniff
 from icnn_cli.checkpoint.spec import METADATA_KEY
-from icnn_cli.checkpoint.storage import check_reachable, file_size, is_remote, missing_bucket
+from icnn_cli.checkpoint.storage import (
+    StoragePath,
+    check_reachable,
+    file_size,
+    is_remote,
+    missing_bucket,
+)
 from icnn_cli.checkpoint.temporaries import (
     interrupted_replace_hint,
     interrupted_swap_hint,
@@ -72,7 +78,7 @@ class Item:
     """One item of a checkpoint: a PyTree, a JSON document, or something icnn cannot read."""
 
     name: str | None  # None: the checkpoint is this single item
-    path: Path
+    path: StoragePath
     kind: ItemKind
     handler: str | None = None  # Orbax's handler class path, where recorded
 
@@ -81,7 +87,7 @@ class Item:
         return self.name or "(top level)"
 
     @property
-    def json_file(self) -> Path | None:
+    def json_file(self) -> StoragePath | None:
         """The file holding a JSON item's document."""
         for name in JSON_ITEM_FILES:
             if (self.path / name).is_file():
@@ -102,7 +108,7 @@ class Checkpoint:
       warnings: what icnn could not tell, said rather than refused.
     """
 
-    path: Path
+    path: StoragePath
     items: tuple[Item, ...]
     layout: str
     metadata: dict[str, Any]
@@ -149,10 +155,10 @@ class Checkpoint:
 class RootOfSteps:
     """A ``CheckpointManager`` (or v1 training ``Checkpointer``) root: step directories."""
 
-    path: Path
+    path: StoragePath
     steps: tuple[tuple[int, str], ...]  # (step, directory name), ascending
 
-    def step_path(self, step: int | None, flag: str = "--step") -> tuple[int, Path]:
+    def step_path(self, step: int | None, flag: str = "--step") -> tuple[int, StoragePath]:
         """``(step, directory)`` of ``step``, default the latest."""
         names = dict(self.steps)
         chosen = self.steps[-1][0] if step is None else step
@@ -181,7 +187,7 @@ class Location:
 # --- steps -----------------------------------------------------------------------------------
 
 
-def manager_steps(path: Path) -> list[tuple[int, str]]:
+def manager_steps(path: StoragePath) -> list[tuple[int, str]]:
     """``(step, directory name)`` of a root's step directories, ascending.
 
     ``100``, ``000100`` and ``step_100`` are steps; temporaries
@@ -210,7 +216,7 @@ def steps_text(steps: Sequence[tuple[int, str]], shown: int = 3) -> str:
 # --- the step metadata file ----------------------------------------------------------------------
 
 
-def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
+def read_checkpoint_metadata(path: StoragePath) -> dict[str, Any]:
     """``_CHECKPOINT_METADATA`` of ``path`` (``{}`` when absent); exit 1 when damaged.
 
     Orbax itself reports a broken file as ``custom_metadata={}``, which would make an
@@ -253,7 +259,7 @@ def _kind_of_handler(handler: str) -> ItemKind:
     return "unknown"
 
 
-def _kind_of_files(directory: Path) -> ItemKind | None:
+def _kind_of_files(directory: StoragePath) -> ItemKind | None:
     """An item's kind from the files Orbax writes for it; ``None``: not an item."""
     if (directory / TREE_METADATA).is_file() or (directory / MSGPACK_TREE).is_file():
         return "pytree"
@@ -262,11 +268,11 @@ def _kind_of_files(directory: Path) -> ItemKind | None:
     return None
 
 
-def _is_single_item(path: Path) -> bool:
+def _is_single_item(path: StoragePath) -> bool:
     return (path / TREE_METADATA).is_file() or (path / MSGPACK_TREE).is_file()
 
 
-def _items(path: Path, metadata: dict[str, Any]) -> tuple[list[Item], str] | None:
+def _items(path: StoragePath, metadata: dict[str, Any]) -> tuple[list[Item], str] | None:
     """The items of a directory and the layout's name; ``None`` when it holds none."""
     handlers = metadata.get("item_handlers")
     if _is_single_item(path):
@@ -316,7 +322,7 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
-def _commit_problem(path: Path, metadata: dict[str, Any]) -> tuple[str | None, str | None]:
+def _commit_problem(path: StoragePath, metadata: dict[str, Any]) -> tuple[str | None, str | None]:
     """``(why it is not committed, warning)``: at most one of them is set."""
     if (path / COMMIT_MARKER).is_file():
         return None, None
@@ -342,24 +348,25 @@ def _commit_problem(path: Path, metadata: dict[str, Any]) -> tuple[str | None, s
 # --- the entry points ----------------------------------------------------------------------------
 
 
-def has_unfinished_save(path: Path) -> bool:
+def has_unfinished_save(path: StoragePath) -> bool:
     """Whether ``path`` holds what a save killed before its marker leaves (no marker)."""
     return not (path / COMMIT_MARKER).is_file() and any(
         (path / name).exists() for name in SAVE_STARTED
     )
 
 
-def _not_found(path: Path) -> IcnnError:
+def _not_found(path: StoragePath) -> IcnnError:
     if is_remote(path):
         bucket = missing_bucket(path)
         if bucket:
             return IcnnError(f"{path}: no such checkpoint: bucket {bucket} does not exist")
         hint = interrupted_replace_hint(path, COMMIT_MARKER)
         return IcnnError(f"{path}: no such checkpoint{hint}")
-    return IcnnError(f"{path}: no such checkpoint{interrupted_swap_hint(path)}")
+    hint = interrupted_swap_hint(path) if isinstance(path, Path) else ""
+    return IcnnError(f"{path}: no such checkpoint{hint}")
 
 
-def open_checkpoint(path: Path) -> Checkpoint:
+def open_checkpoint(path: StoragePath) -> Checkpoint:
     """The committed checkpoint at ``path``; exit 2 for anything else, 1 for damaged metadata.
 
     Orbax's ``metadata()`` happily answers for half-written directories, so the
@@ -410,7 +417,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(path, tuple(items), layout, metadata, (warning,) if warning else ())
 
 
-def locate(path: Path, step: int | None = None) -> Location:
+def locate(path: StoragePath, step: int | None = None) -> Location:
     """A checkpoint, or the step ``step`` (default: the latest) of a root of steps."""
     check_reachable(path)
     if not path.exists():

@@ -11,18 +11,17 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.layout import TREE_METADATA, Item
-from icnn_cli.checkpoint.storage import file_size, files_under, is_remote, orbax_path
+from icnn_cli.checkpoint.storage import StoragePath, file_size, files_under, is_remote, orbax_path
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths
 
 
-def read_step_metadata(path: Path) -> Any:
+def read_step_metadata(path: StoragePath) -> Any:
     """Orbax's metadata of the PyTree item at ``path``; damaged metadata raises (exit 1).
 
     Orbax reports a broken ``_METADATA`` as ``item_metadata=None`` rather than raising.
@@ -51,7 +50,7 @@ def is_value_metadata(node: Any) -> bool:
     return hasattr(node, "dtype") or hasattr(node, "shape")
 
 
-def leaf_records(step_metadata: Any, path: Path) -> list[LeafRecord]:
+def leaf_records(step_metadata: Any, path: StoragePath) -> list[LeafRecord]:
     """One :class:`LeafRecord` per leaf of the PyTree item at ``path``, from ``metadata()``."""
     import numpy as np
 
@@ -78,14 +77,14 @@ def leaf_records(step_metadata: Any, path: Path) -> list[LeafRecord]:
     return records
 
 
-def _strings_or_empty(path: Path) -> dict[str, Any]:
+def _strings_or_empty(path: StoragePath) -> dict[str, Any]:
     try:
         return metadata_files.strings(path)
     except metadata_files.UnexpectedLayout:
         return {}
 
 
-def read_leaf_records(path: Path) -> list[LeafRecord]:
+def read_leaf_records(path: StoragePath) -> list[LeafRecord]:
     """One :class:`LeafRecord` per leaf of the PyTree item at ``path``, typed keys as keys.
 
     Reads Orbax's metadata files directly (``metadata_files``: milliseconds where

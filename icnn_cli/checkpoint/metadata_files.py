@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint.layout import TREE_METADATA
-from icnn_cli.checkpoint.storage import file_size, is_remote, kvstore_spec, tensorstore_context
+from icnn_cli.checkpoint.storage import (
+    StoragePath,
+    file_size,
+    is_remote,
+    kvstore_spec,
+    tensorstore_context,
+)
 from icnn_cli.errors import first_line
 from icnn_cli.records import LeafRecord, records_of_values
 from icnn_cli.sharding import describe_spec
@@ -46,7 +51,7 @@ class UnexpectedLayout(Exception):
     """The metadata files do not look as this reader expects; use Orbax's API instead."""
 
 
-def _load_json(file: Path) -> Any:
+def _load_json(file: StoragePath) -> Any:
     try:
         return json.loads(file.read_bytes())
     except (OSError, ValueError) as error:
@@ -83,7 +88,9 @@ def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], str]]:
     return [(parts, value_type) for _, parts, value_type in sorted(leaves, key=lambda x: x[0])]
 
 
-def _zarr_headers(path: Path, names: Sequence[str], use_ocdbt: bool, use_zarr3: bool) -> list[Any]:
+def _zarr_headers(
+    path: StoragePath, names: Sequence[str], use_ocdbt: bool, use_zarr3: bool
+) -> list[Any]:
     header_file = "zarr.json" if use_zarr3 else ".zarray"
     if not use_ocdbt:
         return [_load_json(path / name / header_file) for name in names]
@@ -120,7 +127,7 @@ def _shape_and_dtype(header: Any, use_zarr3: bool) -> tuple[tuple[int, ...], Any
     return shape, dtype
 
 
-def _tree_document(path: Path) -> tuple[dict[str, Any], bool, bool]:
+def _tree_document(path: StoragePath) -> tuple[dict[str, Any], bool, bool]:
     """``_METADATA`` and its storage flags: ``(document, use_ocdbt, use_zarr3)``."""
     document = _load_json(path / TREE_METADATA)
     if not isinstance(document, dict):
@@ -134,7 +141,7 @@ def _tree_document(path: Path) -> tuple[dict[str, Any], bool, bool]:
     return document, use_ocdbt, use_zarr3
 
 
-def leaf_records(path: Path) -> list[LeafRecord]:
+def leaf_records(path: StoragePath) -> list[LeafRecord]:
     """One record per leaf, as ``metadata.leaf_records(metadata())`` gives, from the files.
 
     Arrays need only their zarr headers; a Python scalar's value is read too (one
@@ -174,14 +181,14 @@ def python_type_name(dtype: Any) -> str:
     )
 
 
-def strings(path: Path) -> dict[str, Any]:
+def strings(path: StoragePath) -> dict[str, Any]:
     document = _load_json(path / STRINGS)
     if not isinstance(document, dict):
         raise UnexpectedLayout(f"{STRINGS} is not an object")
     return document
 
 
-def key_impls(path: Path) -> dict[str, str]:
+def key_impls(path: StoragePath) -> dict[str, str]:
     """``{orbax param name: random key impl}`` for the typed PRNG key leaves, if recorded."""
     directory = path / ARRAY_METADATAS
     if not directory.is_dir():
@@ -203,7 +210,7 @@ def key_impls(path: Path) -> dict[str, str]:
 SHARDINGS = "_sharding"
 
 
-def partition_specs(path: Path) -> dict[str, list]:
+def partition_specs(path: StoragePath) -> dict[str, list]:
     """``{orbax param name: PartitionSpec entries}`` of the arrays saved from a device mesh.
 
     ``_sharding`` maps each base64-encoded param name to a JSON description; only
@@ -224,7 +231,7 @@ def partition_specs(path: Path) -> dict[str, list]:
     return specs
 
 
-def array_reader(path: Path) -> Any:
+def array_reader(path: StoragePath) -> Any:
     """A function ``leaf -> numpy array`` reading one leaf straight from its zarr array.
 
     Orbax's partial restore (``PLACEHOLDER`` for the other leaves) read and
@@ -262,7 +269,7 @@ MAX_MSGPACK_TREE_BYTES = 1 << 30  # Orbax 0.4 aggregated only small trees into t
 PLACEHOLDER_PREFIX = "PLACEHOLDER://"  # Orbax 0.4: "the value is in the array store"
 
 
-def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
+def msgpack_values(path: StoragePath) -> dict[tuple[str, ...], Any] | None:
     """The leaves Orbax 0.4 stored inside its msgpack tree (``SaveArgs(aggregate=True)``).
 
     ``None`` when there is no such file or its leaves are placeholders for arrays
@@ -287,7 +294,7 @@ def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
     return leaves
 
 
-def msgpack_leaf_records(path: Path) -> list[LeafRecord]:
+def msgpack_leaf_records(path: StoragePath) -> list[LeafRecord]:
     """Records of an Orbax 0.4 aggregated tree, whose ``_METADATA`` has no shapes."""
     values = msgpack_values(path)
     if values is None:

@@ -13,6 +13,7 @@ from icnn_cli.cli.options import JsonOpt
 from icnn_cli.cli.output import Output
 
 if TYPE_CHECKING:
+    from icnn_cli.checkpoint.storage import StoragePath
     from icnn_cli.config import IcnnConfig
 
 
@@ -209,7 +210,7 @@ def _sweep(
     config: Any,
     config_dir: Path,
     seeds_text: str,
-    out: Path,
+    out: StoragePath,
     force: bool,
     resume: bool,
     platform: str | None,
