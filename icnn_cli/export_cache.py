@@ -92,8 +92,8 @@ def export_key(
         "sources": _source_digest(),
         "platform": device.platform,
         "device_kind": device.device_kind,
-        "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
-        "enable_x64": bool(jax.config.jax_enable_x64),
+        "threefry_partitionable": bool(jax.config.values["jax_threefry_partitionable"]),
+        "enable_x64": bool(jax.config.values["jax_enable_x64"]),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
@@ -187,6 +187,7 @@ def _runner(
     when it has the program), so a program that does not compile fails here, not later."""
     import jax
     import numpy as np
+    from jax.core import Tracer
 
     def init_program(rngs: Any, inputs: Any) -> Any:
         return exported.call(rngs, inputs)
@@ -202,7 +203,7 @@ def _runner(
     inputs = np.ones(arguments[1].shape, arguments[1].dtype)
 
     def run(rngs: Any) -> Any:
-        traced = any(isinstance(key, jax.core.Tracer) for key in jax.tree.leaves(rngs))
+        traced = any(isinstance(key, Tracer) for key in jax.tree.leaves(rngs))
         # Under jax.eval_shape (the resource check) a compiled program cannot be called;
         # the export itself can, and gives the output shapes without lowering anything.
         leaves = init_program(rngs, inputs) if traced else compiled(rngs, inputs)

@@ -17,6 +17,7 @@ from icnn_cli.checkpoint.spec import (
     StreamSpec,
     installed_versions,
 )
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.checkpoint.writing import check_output_path, write_checkpoint_atomically
 from icnn_cli.config import IcnnConfig
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
@@ -32,7 +33,7 @@ class InitRequest:
 
     config: IcnnConfig
     config_dir: Path
-    output: Path
+    output: StoragePath
     force: bool = False
     platform: str | None = None
     dry_run: bool = False
@@ -97,12 +98,11 @@ def prepare_init(
             )
         except Exception:  # not exportable: the plain jit below traces it again
             stored = None
-        if stored is None:
-            init_variables = compiled_init(module, config.init, input_shape)
-    if stored is not None:
-        return PreparedInit(
-            config, device, stored, sample_files, versions, module=module, exported="stored"
-        )
+        if stored is not None:
+            return PreparedInit(
+                config, device, stored, sample_files, versions, module=module, exported="stored"
+            )
+        init_variables = compiled_init(module, config.init, input_shape)
     return PreparedInit(config, device, init_variables, sample_files, versions, module=module)
 
 
@@ -136,7 +136,7 @@ def _build_module(config: IcnnConfig, samples: tuple[Any, Any] | None) -> Any:
 
 def _plan_layout(module: Any, config: IcnnConfig, platform: str | None) -> Layout | None:
     """The layout on ``config``'s mesh, from ``eval_shape``; ``None`` without a mesh."""
-    if not config.mesh_shape():
+    if config.sharding is None or not config.mesh_shape():
         return None
     stream_keys, _ = rngs.derive_stream_keys(config.init)
     shapes = abstract_variables(module, stream_keys, config.init, config.resolved_input_shape())
@@ -170,7 +170,7 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
         rng_impl=config.init.rng_impl,
         input_shape=list(config.resolved_input_shape()),
         dtype=config.init.dtype,
-        threefry_partitionable=bool(jax.config.jax_threefry_partitionable),
+        threefry_partitionable=bool(jax.config.values["jax_threefry_partitionable"]),
         versions=prepared.versions,
         device=(
             prepared.layout.device_text(distributed.process_count())
@@ -187,7 +187,7 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
 
 
 def write_seed_checkpoint(
-    output: Path, variables: Any, spec: CheckpointSpec, force: bool = False
+    output: StoragePath, variables: Any, spec: CheckpointSpec, force: bool = False
 ) -> None:
     with quiet_absl():
         write_checkpoint_atomically(
@@ -231,7 +231,7 @@ def run_init(request: InitRequest) -> InitResult:
     return InitResult(summary=summary, spec=spec, variables=variables)
 
 
-def check_resources(prepared: PreparedInit, output: Path) -> resources.ResourceEstimate:
+def check_resources(prepared: PreparedInit, output: StoragePath) -> resources.ResourceEstimate:
     """Refuse (exit 2) an init whose peak memory or checkpoint cannot fit, before compiling.
 
     The shapes come from ``eval_shape`` of the prepared (not yet compiled) init, which
