@@ -53,16 +53,16 @@ def is_value_metadata(node: Any) -> bool:
 def leaf_records(step_metadata: Any, path: StoragePath) -> list[LeafRecord]:
     """One :class:`LeafRecord` per leaf of the PyTree item at ``path``, from ``metadata()``."""
     import numpy as np
+    from orbax.checkpoint.metadata import ScalarMetadata, StringMetadata
 
     records = []
     strings: dict[str, Any] | None = None
     for parts, meta in flatten_with_paths(metadata_tree(step_metadata), is_value_metadata):
-        kind = type(meta).__name__
-        if kind == "StringMetadata":
+        if isinstance(meta, StringMetadata):
             if strings is None:
                 strings = _strings_or_empty(path)
             records.append(LeafRecord.of_scalar(parts, strings.get(".".join(parts)), "str"))
-        elif kind == "ScalarMetadata":
+        elif isinstance(meta, ScalarMetadata):
             dtype = np.dtype(meta.dtype)
             records.append(
                 LeafRecord.of_scalar(parts, None, metadata_files.python_type_name(dtype))
