@@ -103,7 +103,7 @@ class Checkpoint:
       path: the directory.
       items: its items, by name (one nameless item for a single-item checkpoint).
       layout: how Orbax wrote it, in words ("single item", "v1 checkpointables", ...).
-      metadata: ``_CHECKPOINT_METADATA`` (``{}`` where the writer had none): handlers,
+      metadata: ``_CHECKPOINT_METADATA`` (empty where the writer had none): handlers,
         ``custom_metadata``, init and commit times, metrics.
       warnings: what icnn could not tell, said rather than refused.
     """
@@ -111,7 +111,7 @@ class Checkpoint:
     path: StoragePath
     items: tuple[Item, ...]
     layout: str
-    metadata: dict[str, Any]
+    metadata: CheckpointMetadata
     warnings: tuple[str, ...] = ()
 
     @property
@@ -120,7 +120,7 @@ class Checkpoint:
 
     @property
     def custom_metadata(self) -> dict[str, Any]:
-        return self.metadata.get("custom_metadata") or {}
+        return self.metadata.custom_metadata
 
     def pytree_items(self) -> list[Item]:
         """The items that hold a tree of arrays (Orbax PyTrees, or a single weights file)."""
@@ -216,15 +216,55 @@ def steps_text(steps: Sequence[tuple[int, str]], shown: int = 3) -> str:
 # --- the step metadata file ----------------------------------------------------------------------
 
 
-def read_checkpoint_metadata(path: StoragePath) -> dict[str, Any]:
-    """``_CHECKPOINT_METADATA`` of ``path`` (``{}`` when absent); exit 1 when damaged.
+@dataclasses.dataclass(frozen=True)
+class CheckpointMetadata:
+    """A step's ``_CHECKPOINT_METADATA``: what Orbax records beside its items.
+
+    Orbax's own ``StepMetadata`` is read through ``metadata()``, which reports a broken
+    file as empty; these are the file's fields as icnn uses them, each optional.
+
+    Attributes:
+      item_handlers: the handler's name for a single item, else item name -> handler.
+      custom_metadata: the writer's own metadata (icnn's spec under ``"icnn"``).
+      init_timestamp_nsecs: when the save started (nanoseconds since the epoch).
+      commit_timestamp_nsecs: when the save was committed.
+      metrics: the metrics a ``CheckpointManager`` recorded with the step.
+    """
+
+    item_handlers: str | dict[str, Any] | None = None
+    custom_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_timestamp_nsecs: int | None = None
+    commit_timestamp_nsecs: int | None = None
+    metrics: dict[str, Any] | None = None
+
+    @classmethod
+    def of_json(cls, document: dict[str, Any]) -> CheckpointMetadata:
+        """The fields of the file's JSON object; a field of another type counts as absent."""
+        handlers = document.get("item_handlers")
+        custom = document.get("custom_metadata")
+        metrics = document.get("metrics")
+        return cls(
+            item_handlers=handlers if isinstance(handlers, str | dict) else None,
+            custom_metadata=custom if isinstance(custom, dict) else {},
+            init_timestamp_nsecs=_nanoseconds(document.get("init_timestamp_nsecs")),
+            commit_timestamp_nsecs=_nanoseconds(document.get("commit_timestamp_nsecs")),
+            metrics=metrics if isinstance(metrics, dict) else None,
+        )
+
+
+def _nanoseconds(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_checkpoint_metadata(path: StoragePath) -> CheckpointMetadata:
+    """``_CHECKPOINT_METADATA`` of ``path`` (empty when absent); exit 1 when damaged.
 
     Orbax itself reports a broken file as ``custom_metadata={}``, which would make an
     icnn checkpoint look foreign, so the file is checked here.
     """
     file = path / CHECKPOINT_METADATA
     if not file.exists():
-        return {}  # Orbax 0.4 wrote none; nothing is lost
+        return CheckpointMetadata()  # Orbax 0.4 wrote none; nothing is lost
     problem = None
     content: Any = None
     if file_size(file) > MAX_CHECKPOINT_METADATA_BYTES:
@@ -244,7 +284,7 @@ def read_checkpoint_metadata(path: StoragePath) -> dict[str, Any]:
             f"{path}: {CHECKPOINT_METADATA} {problem}: the checkpoint's metadata is damaged",
             RUNTIME_ERROR,
         )
-    return content
+    return CheckpointMetadata.of_json(content)
 
 
 # --- items ------------------------------------------------------------------------------------
@@ -272,9 +312,9 @@ def _is_single_item(path: StoragePath) -> bool:
     return (path / TREE_METADATA).is_file() or (path / MSGPACK_TREE).is_file()
 
 
-def _items(path: StoragePath, metadata: dict[str, Any]) -> tuple[list[Item], str] | None:
+def _items(path: StoragePath, metadata: CheckpointMetadata) -> tuple[list[Item], str] | None:
     """The items of a directory and the layout's name; ``None`` when it holds none."""
-    handlers = metadata.get("item_handlers")
+    handlers = metadata.item_handlers
     if _is_single_item(path):
         handler = handlers if isinstance(handlers, str) else None
         return [Item(None, path, "pytree", handler)], "single item"
@@ -322,7 +362,9 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
-def _commit_problem(path: StoragePath, metadata: dict[str, Any]) -> tuple[str | None, str | None]:
+def _commit_problem(
+    path: StoragePath, metadata: CheckpointMetadata
+) -> tuple[str | None, str | None]:
     """``(why it is not committed, warning)``: at most one of them is set."""
     if (path / COMMIT_MARKER).is_file():
         return None, None
@@ -335,9 +377,9 @@ def _commit_problem(path: StoragePath, metadata: dict[str, Any]) -> tuple[str | 
             f"{path}: no {COMMIT_MARKER} and no {CHECKPOINT_METADATA}, as Orbax 0.4 wrote "
             "them: taken as finished by its final name"
         )
-    if "commit_timestamp_nsecs" not in metadata:
+    if metadata.commit_timestamp_nsecs is None:
         return f"no {COMMIT_MARKER}, and no commit time in {CHECKPOINT_METADATA}", None
-    icnn = (metadata.get("custom_metadata") or {}).get(METADATA_KEY)
+    icnn = metadata.custom_metadata.get(METADATA_KEY)
     versions = icnn.get("versions") if isinstance(icnn, dict) else None
     writer = versions.get("orbax-checkpoint") if isinstance(versions, dict) else None
     if isinstance(writer, str) and _release(writer) >= FIRST_RELEASE_WITH_MARKER:
@@ -387,7 +429,7 @@ def open_checkpoint(path: StoragePath) -> Checkpoint:
                 f"{path}: not an Orbax checkpoint (it is a file, not a directory), nor a "
                 "safetensors, .npz or Flax msgpack file"
             )
-        return Checkpoint(path, (Item(None, path, kind),), LAYOUTS[kind], {})
+        return Checkpoint(path, (Item(None, path, kind),), LAYOUTS[kind], CheckpointMetadata())
     if is_temporary(path):
         raise IcnnError(
             f"{path}: an unfinished save left this temporary directory; it is not a checkpoint"

@@ -99,7 +99,7 @@ def orbax_lines(checkpoint: Checkpoint) -> list[tuple[str, str]]:
     lines = [("layout", checkpoint.layout)]
     if not checkpoint.single:
         lines.append(("items", checkpoint.items_text()))
-    started = written_at(metadata.get("init_timestamp_nsecs"))
+    started = written_at(metadata.init_timestamp_nsecs)
     if started:
         lines.append(("started", started.replace("T", " ").replace("Z", " UTC")))
     custom = {
@@ -107,6 +107,6 @@ def orbax_lines(checkpoint: Checkpoint) -> list[tuple[str, str]]:
     }
     if custom:
         lines.append(("custom metadata", short_json(custom)))
-    if isinstance(metadata.get("metrics"), dict) and metadata["metrics"]:
-        lines.append(("metrics", short_json(metadata["metrics"])))
+    if metadata.metrics:
+        lines.append(("metrics", short_json(metadata.metrics)))
     return lines

@@ -100,7 +100,7 @@ class CheckpointReader:
             parts=parts,
             spec=parse_spec(checkpoint.custom_metadata, str(checkpoint.path)),
             leaves=leaves,
-            written_at=provenance.written_at(metadata.get("commit_timestamp_nsecs")),
+            written_at=provenance.written_at(metadata.commit_timestamp_nsecs),
         )
 
     def step_metadata(self, part: TreePart) -> Any:
