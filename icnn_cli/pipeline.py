@@ -96,7 +96,8 @@ def prepare_init(
             stored = export_cache.export_and_store(
                 key, module, config.init, input_shape, stream_keys, device.platform
             )
-        except Exception:  # not exportable: the plain jit below traces it again
+        except Exception as error:  # not exportable: the plain jit below traces it again
+            export_cache.note_fallback(key, "is not exportable", error)
             stored = None
         if stored is not None:
             return PreparedInit(
