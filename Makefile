@@ -24,10 +24,12 @@ test: install  ## the whole suite, slow cases included (what CI runs), on every 
 test-fast: install  ## everything but the cases marked slow
 	$(BIN)/pytest -n auto -m "not slow"
 
-lint: install  ## ruff, and the import-linter contracts of pyproject.toml (layers, no circles)
+lint: install  ## ruff, import-linter's layers, basedpyright on icnn_cli/, deptry (imports declared)
 	$(BIN)/ruff check icnn_cli tests bench configs
 	$(BIN)/ruff format --check icnn_cli tests bench configs
 	$(BIN)/lint-imports
+	$(BIN)/basedpyright
+	$(BIN)/deptry .
 
 format: install
 	$(BIN)/ruff check --fix icnn_cli tests bench configs

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from icnn_cli.python_api import ConfigSource
     from icnn_cli.records import Summary
 
+    __version__: str  # read lazily by __getattr__ below
+
 __all__ = ["__version__", "init", "inspect", "load", "package_version"]
 
 DISTRIBUTION = "icnn-cli"

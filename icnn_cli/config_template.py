@@ -46,7 +46,7 @@ EXAMPLE_VALUES: dict[tuple[type[BaseModel], str], Any] = {
 }
 """Values for the commented-out examples of sections that have required keys and no default."""
 
-FLAG_OF_FIELD = {
+FLAG_OF_FIELD: dict[tuple[str, ...], str] = {
     ("model", "dim_data"): "--dim-data",
     ("model", "dim_hidden"): "--dim-hidden",
     ("model", "pos_weights"): "--pos-weights",
@@ -247,7 +247,7 @@ def _type_text(schema: dict[str, Any], definitions: dict[str, Any]) -> str:
     if kind == "string" and "pattern" in schema:
         return "name"
     names = {"string": "string", "boolean": "bool", "number": "float", "null": "null"}
-    return names.get(kind, str(kind))
+    return names.get(str(kind), str(kind))
 
 
 def _integer_bounds(schema: dict[str, Any]) -> str:

@@ -17,7 +17,8 @@ device kind, ``jax_threefry_partitionable``, ``jax_enable_x64`` and ``XLA_FLAGS`
 Each entry is one file, written atomically: the sha256 of the rest, a JSON header (the
 key, what went into it, and the output tree) and the serialized export. An entry that is
 unreadable, damaged or from another format is ignored (and rewritten); the directory is
-safe to delete at any time.
+safe to delete at any time. Each such fallback to a plain trace is said in one line on
+stderr and kept in :data:`FALLBACKS` (a missing entry, the first run, is no fallback).
 
 The output tree is stored as JSON here rather than trusted to ``Exported.out_tree``: the
 export returns the flat list of leaves, and the header says how to nest them again
@@ -32,12 +33,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from icnn_cli.config import IcnnConfig, InitConfig
+from icnn_cli.errors import first_line
 from icnn_cli.jitted_init import cast_floating, dummy_input, init_function
 
 ENTRY_FORMAT = "icnn-export/1"
@@ -46,6 +49,12 @@ ENTRY_SUFFIX = ".icnn-export"
 # This package's modules that decide what the traced init computes: a change to one of
 # them (an editable install keeps its version number) must not reuse an old export.
 SOURCE_MODULES = ("config.py", "export_cache.py", "jitted_init.py", "model.py", "registry.py")
+# jax.export has no public switch for its LAPACK setup (see _lapack_setup): this private
+# hook, at the jax of requirements.lock, is what a program without custom calls skips.
+# tests/test_export_cache.py checks it is still there, so a JAX upgrade that moves it fails
+# a test rather than quietly costing every warm init the scipy import again.
+LAPACK_HOOK_MODULE = "jax._src.export._export"
+LAPACK_HOOK = "_ensure_backends_initialized"
 
 Structure = Any  # JSON: {"dict": [[key, node], ...]} | {"list": [...]} | {"tuple": [...]}
 # | {"none": None} | {"leaf": index into the exported program's flat outputs}
@@ -53,6 +62,34 @@ Structure = Any  # JSON: {"dict": [[key, node], ...]} | {"list": [...]} | {"tupl
 
 class NotExportable(Exception):
     """The init's output holds a container the JSON tree cannot describe."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fallback:
+    """A time the cache could not serve the init, and the init was traced as without it."""
+
+    entry: Path
+    reason: str  # "is unreadable", "is damaged or foreign", "does not load", "is not exportable"
+    detail: str  # the error: its type and first line
+
+
+FALLBACKS: list[Fallback] = []
+"""This process's fallbacks, oldest first."""
+
+
+def fallback_count() -> int:
+    """How many times this process fell back from the export cache to a plain trace."""
+    return len(FALLBACKS)
+
+
+def note_fallback(key: ExportKey, reason: str, error: BaseException) -> None:
+    """Count a fallback and say it in one line on stderr (stdout stays the result's)."""
+    fallback = Fallback(key.path, reason, f"{type(error).__name__}: {first_line(error)}")
+    FALLBACKS.append(fallback)
+    sys.stderr.write(
+        f"icnn: note: the cached exported init {key.path.name} {reason} "
+        f"({fallback.detail}); tracing the init instead\n"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +129,8 @@ def export_key(
         "sources": _source_digest(),
         "platform": device.platform,
         "device_kind": device.device_kind,
-        "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
-        "enable_x64": bool(jax.config.jax_enable_x64),
+        "threefry_partitionable": bool(jax.config.values["jax_threefry_partitionable"]),
+        "enable_x64": bool(jax.config.values["jax_enable_x64"]),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
@@ -110,20 +147,34 @@ def _source_digest() -> str:
 
 
 def load_exported_init(key: ExportKey, init: InitConfig) -> Any:
-    """The cached init as ``rngs -> variables``, or ``None`` when there is no usable entry."""
+    """The cached init as ``rngs -> variables``, or ``None`` when there is no usable entry.
+
+    ``None`` for a missing entry (the first run of this architecture); for an unusable one
+    too, after :func:`note_fallback`: the cold path then traces the init and rewrites it.
+    """
     try:
         raw = key.path.read_bytes()
-    except OSError:
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        note_fallback(key, "is unreadable", error)
         return None
     try:
         header, payload = _parse_entry(raw, key)
-        import jax
+    except ValueError as error:  # a wrong checksum, a cut file, other JSON, another key
+        note_fallback(key, "is damaged or foreign", error)
+        return None
+    import jax
 
+    try:
         exported = jax.export.deserialize(bytearray(payload))
         structure = header["out_tree"]
         _check_structure(structure, len(exported.out_avals))
         return _runner(exported, structure, init, header["custom_calls"] is not False)
-    except Exception:  # damaged, foreign or unreadable: the cold path rewrites it
+    # jax.export documents no error class for a program it cannot read back or compile
+    # (flatbuffers, MLIR and XLA each raise their own): any of them falls back, said.
+    except Exception as error:
+        note_fallback(key, "does not load", error)
         return None
 
 
@@ -154,10 +205,14 @@ def export_and_store(
 
 
 def _lowering_platform(platform: str) -> str:
-    # jax.export names GPUs by vendor ('cuda', 'rocm'); a Device says 'gpu'.
-    from jax._src import xla_bridge
+    """jax.export's name for a Device's platform: GPUs by vendor ('cuda', 'rocm')."""
+    if platform != "gpu":
+        return platform  # 'cpu' and 'tpu' are the same in both
+    import jax
 
-    return xla_bridge.canonicalize_platform(platform)
+    # A GPU device comes from JAX's GPU backend, its default one when there is a GPU.
+    default = jax.export.default_export_platform()
+    return default if default in ("cuda", "rocm") else "cuda"
 
 
 def _export(
@@ -187,6 +242,7 @@ def _runner(
     when it has the program), so a program that does not compile fails here, not later."""
     import jax
     import numpy as np
+    from jax.core import Tracer
 
     def init_program(rngs: Any, inputs: Any) -> Any:
         return exported.call(rngs, inputs)
@@ -202,7 +258,7 @@ def _runner(
     inputs = np.ones(arguments[1].shape, arguments[1].dtype)
 
     def run(rngs: Any) -> Any:
-        traced = any(isinstance(key, jax.core.Tracer) for key in jax.tree.leaves(rngs))
+        traced = any(isinstance(key, Tracer) for key in jax.tree.leaves(rngs))
         # Under jax.eval_shape (the resource check) a compiled program cannot be called;
         # the export itself can, and gives the output shapes without lowering anything.
         leaves = init_program(rngs, inputs) if traced else compiled(rngs, inputs)
@@ -219,17 +275,18 @@ def _lapack_setup(needed: bool) -> Iterator[None]:
     scipy.linalg: 0.3-1 s on a 2-core CPU, more than the rest of a warm init. The ICNN init
     without Gaussian-map samples is plain HLO; with them (matrix square roots) it keeps it.
     """
-    from jax._src.export import _export
+    import importlib
 
-    original = getattr(_export, "_ensure_backends_initialized", None)
+    module = importlib.import_module(LAPACK_HOOK_MODULE)
+    original = getattr(module, LAPACK_HOOK, None)
     if needed or original is None:
         yield
         return
-    _export._ensure_backends_initialized = lambda platforms: None
+    setattr(module, LAPACK_HOOK, lambda platforms: None)
     try:
         yield
     finally:
-        _export._ensure_backends_initialized = original
+        setattr(module, LAPACK_HOOK, original)
 
 
 # --- the output tree as JSON ------------------------------------------------------------

@@ -75,7 +75,7 @@ def compiled_init(
             return cast_floating(jitted(rngs, inputs), init.dtype)
 
         return run
-    if not jax.config.jax_threefry_partitionable:
+    if not jax.config.values["jax_threefry_partitionable"]:
         raise IcnnError(
             "a sharded init needs jax_threefry_partitionable on (unset "
             "JAX_THREEFRY_PARTITIONABLE): without it the values would depend on the mesh"

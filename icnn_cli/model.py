@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from icnn_cli import registry
 from icnn_cli.config import ModelConfig
@@ -23,13 +23,15 @@ NPY_MAGIC = b"\x93NUMPY"  # first bytes of every .npy file (numpy.lib.format)
 class SampleFile:
     """A Gaussian-map sample file as loaded: where it is, its digest and shape."""
 
-    role: str
+    role: Literal["source", "target"]
     path: Path
     sha256: str
     shape: tuple[int, ...]
 
 
-def load_sample_file(path: Path, role: str, dim_data: int) -> tuple[Any, SampleFile]:
+def load_sample_file(
+    path: Path, role: Literal["source", "target"], dim_data: int
+) -> tuple[Any, SampleFile]:
     """Load one ``.npy`` sample array, refusing anything but finite 2-D float data."""
     import numpy as np
 
@@ -199,7 +201,8 @@ def effective_parameters(model: ModelConfig, params: Any) -> list[EffectiveParam
     rectifier_spec = model.rectifier_fn or {"name": OTT_DEFAULT_RECTIFIER}
     parameters = []
     for parts, leaf in flatten_with_paths(params):
-        layer, name = (parts[-2] if len(parts) > 1 else ""), parts[-1]
+        name = parts[-1]
+        layer = parts[-2] if len(parts) > 1 else ""
         values = np.asarray(leaf, dtype=np.float32)
         transform, constrained, role = None, False, AFFINE_ROLE
         if layer.startswith("w_zs_") and name == "kernel":

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli import distributed, export_cache, model, resources, rngs
-from icnn_cli.checkpoint.layout import open_checkpoint
+from icnn_cli.checkpoint.layout import Checkpoint, open_checkpoint
 from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.provenance import commit_time, orbax_facts, provenance_of
 from icnn_cli.checkpoint.spec import (
@@ -18,9 +18,10 @@ from icnn_cli.checkpoint.spec import (
     StreamSpec,
     installed_versions,
 )
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.checkpoint.writing import check_output_path, write_checkpoint_atomically
 from icnn_cli.config import IcnnConfig
-from icnn_cli.errors import RuntimeFailure, first_line, param
+from icnn_cli.errors import IcnnError, RuntimeFailure, first_line, param
 from icnn_cli.fingerprint import fingerprint
 from icnn_cli.jitted_init import abstract_variables, compiled_init, select_device
 from icnn_cli.records import DryRun, LeafRecord, Summary, records_of_tree
@@ -38,7 +39,9 @@ class InitRequest:
 
     config: IcnnConfig
     config_dir: Path
-    output: Path | None = None  # None: compute only, write nothing (the Python API's default)
+    output: StoragePath | None = (
+        None  # None: compute only, write nothing (the Python API's default)
+    )
     force: bool = False
     platform: str | None = None
     dry_run: bool = False
@@ -80,7 +83,7 @@ class PreparedInit:
     samples: tuple[Any, Any] | None = None  # the Gaussian-map samples the module was built with
 
 
-def plan_init(request: InitRequest, outputs: Sequence[Path] = ()) -> PreparedInit:
+def plan_init(request: InitRequest, outputs: Sequence[StoragePath] = ()) -> PreparedInit:
     """THE init plan: every init (``icnn init``, ``--seeds``, ``icnn_cli.init``) prepares here.
 
     In order, before anything is computed: the runtime (low-peak XLA flags, the compile
@@ -143,21 +146,21 @@ def prepare_init(
             stored = export_cache.export_and_store(
                 key, module, config.init, input_shape, stream_keys, device.platform
             )
-        except Exception:  # not exportable: the plain jit below traces it again
+        except Exception as error:  # not exportable: the plain jit below traces it again
+            export_cache.note_fallback(key, "is not exportable", error)
             stored = None
-        if stored is None:
-            init_variables = compiled_init(module, config.init, input_shape)
-    if stored is not None:
-        return PreparedInit(
-            config,
-            device,
-            stored,
-            sample_files,
-            versions,
-            module=module,
-            exported="stored",
-            samples=samples,
-        )
+        if stored is not None:
+            return PreparedInit(
+                config,
+                device,
+                stored,
+                sample_files,
+                versions,
+                module=module,
+                exported="stored",
+                samples=samples,
+            )
+        init_variables = compiled_init(module, config.init, input_shape)
     return PreparedInit(
         config, device, init_variables, sample_files, versions, module=module, samples=samples
     )
@@ -201,7 +204,7 @@ def build_module(config: IcnnConfig, samples: tuple[Any, Any] | None) -> Any:
 
 def _plan_layout(module: Any, config: IcnnConfig, platform: str | None) -> Layout | None:
     """The layout on ``config``'s mesh, from ``eval_shape``; ``None`` without a mesh."""
-    if not config.mesh_shape():
+    if config.sharding is None or not config.mesh_shape():
         return None
     stream_keys, _ = rngs.derive_stream_keys(config.init)
     shapes = abstract_variables(module, stream_keys, config.init, config.resolved_input_shape())
@@ -234,7 +237,7 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
         rng_impl=config.init.rng_impl,
         input_shape=list(config.resolved_input_shape()),
         dtype=config.init.dtype,
-        threefry_partitionable=bool(jax.config.jax_threefry_partitionable),
+        threefry_partitionable=bool(jax.config.values["jax_threefry_partitionable"]),
         versions=prepared.versions,
         device=(
             prepared.layout.device_text(distributed.process_count())
@@ -251,7 +254,7 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
 
 
 def write_seed_checkpoint(
-    output: Path, variables: Any, spec: CheckpointSpec, force: bool = False
+    output: StoragePath, variables: Any, spec: CheckpointSpec, force: bool = False
 ) -> None:
     with quiet_absl():
         write_checkpoint_atomically(
@@ -289,7 +292,7 @@ def run_init(request: InitRequest) -> InitResult:
     if request.output is not None:
         write_seed_checkpoint(request.output, variables, spec, request.force)
         # What inspect would say of it; process 0 alone may see the committed directory.
-        written = open_checkpoint(request.output) if distributed.is_primary() else None
+        written = _read_back(request.output) if distributed.is_primary() else None
     summary = Summary(
         path=str(request.output) if request.output is not None else "(not written)",
         leaves=leaf_records_of(variables, prepared.layout),
@@ -301,8 +304,17 @@ def run_init(request: InitRequest) -> InitResult:
     return InitResult(summary=summary, spec=spec, variables=variables, prepared=prepared)
 
 
+def _read_back(output: StoragePath) -> Checkpoint | None:
+    """The checkpoint just written, as a reader sees it; ``None`` where a reader would refuse
+    the path itself (an output named like a temporary directory), which the write does not."""
+    try:
+        return open_checkpoint(output)
+    except IcnnError:
+        return None
+
+
 def check_resources(
-    prepared: PreparedInit, outputs: Sequence[Path] = ()
+    prepared: PreparedInit, outputs: Sequence[StoragePath] = ()
 ) -> resources.ResourceEstimate:
     """Refuse an init whose peak memory, or whose checkpoints at ``outputs``, cannot fit,
     before compiling.

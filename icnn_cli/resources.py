@@ -16,7 +16,7 @@ import math
 import os
 import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from icnn_cli.errors import ResourcesExceeded, param
@@ -86,7 +86,7 @@ class ResourceEstimate:
             "disk_of": self.disk_where,
         }
 
-    def check(self, output: Path | None) -> None:
+    def check(self, output: PurePath | None) -> None:
         """Raise :class:`ResourcesExceeded` when the init cannot fit."""
         if not self.memory_fits:
             assert self.available_memory is not None
@@ -136,7 +136,7 @@ def parameter_bytes(abstract: Any) -> int:
 
 
 def estimate(
-    abstract: Any, output: Path | None, devices: list[Any] | None = None, copies: int = 1
+    abstract: Any, output: PurePath | None, devices: list[Any] | None = None, copies: int = 1
 ) -> ResourceEstimate:
     """The init's figures for the ``eval_shape`` tree ``abstract``, written to ``output``.
 
@@ -164,7 +164,7 @@ def estimate(
     elif remote:  # gs:// and other object stores: no free-space figure
         disk, where_written = None, f"{remote.group(1)}://"
     else:
-        mount = existing_ancestor(output)
+        mount = existing_ancestor(Path(output))
         disk, where_written = free_disk(mount), mount_point(mount)
     return ResourceEstimate(
         peak_bytes=peak,

@@ -51,14 +51,14 @@ def derive_stream_keys(init: InitConfig) -> tuple[Any, list[StreamRecord]]:
 
     keys: dict[str, Any] = {}
     records = []
-    streams = dict(init.rngs)
+    streams: dict[str, int | str | None] = dict(init.rngs)
     streams.setdefault(PARAMS, None)
     for name, value in streams.items():
         if value is None:
             key, rule, seed = master, "master", init.seed
-        elif value == DERIVE:
+        elif isinstance(value, str):  # DERIVE: the one string the config admits
             key = jax.random.fold_in(master, stream_fold_in_data(name))
-            rule, seed = "derive", init.seed
+            rule, seed = DERIVE, init.seed
         else:
             key, rule, seed = jax.random.key(value, impl=init.rng_impl), "seed", value
         keys[name] = key

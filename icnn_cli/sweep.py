@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
 from icnn_cli.checkpoint.reader import CheckpointReader
-from icnn_cli.checkpoint.storage import storage_path
+from icnn_cli.checkpoint.storage import StoragePath, storage_path
 from icnn_cli.config import validate_seed
 from icnn_cli.errors import IcnnError, RuntimeFailure, UsageError, first_line, param
 from icnn_cli.pipeline import (
@@ -77,7 +76,7 @@ def _seed_entry(part: str, text: str) -> range:
     return range(start, stop)
 
 
-def seed_output_path(out: Path, seed: int) -> Path:
+def seed_output_path(out: StoragePath, seed: int) -> StoragePath:
     """``out/seed-N``, or ``out`` with ``{seed}`` replaced when it is a template."""
     if SEED_PLACEHOLDER in str(out):
         return storage_path(str(out).replace(SEED_PLACEHOLDER, str(seed)))
@@ -89,7 +88,7 @@ class SweepItem:
     """One seed's checkpoint: where it is, its fingerprint, and what the sweep did."""
 
     seed: int
-    path: Path
+    path: StoragePath
     fingerprint: str
     status: Status
 
@@ -144,13 +143,13 @@ def run_sweep(
     return SweepResult(items, leaves)
 
 
-def _check_targets(targets: list[tuple[int, Path]], out: Path) -> None:
+def _check_targets(targets: list[tuple[int, StoragePath]], out: StoragePath) -> None:
     paths = [path for _, path in targets]
     if len(set(paths)) != len(paths):
         raise UsageError("gives several seeds the same path; add {seed}", "out", out)
 
 
-def _resume_status(path: Path, fingerprint: str) -> Status:
+def _resume_status(path: StoragePath, fingerprint: str) -> Status:
     """``skipped`` when ``path`` holds this very checkpoint intact; ``replaced`` when damaged."""
     if (path / TREE_METADATA).is_file() and not (path / COMMIT_MARKER).is_file():
         return "replaced"  # never committed; the rewrite replaces only checkpoint directories
@@ -176,12 +175,12 @@ def _resume_status(path: Path, fingerprint: str) -> Status:
 
 
 def _write(
-    path: Path,
+    path: StoragePath,
     variables: Any,
     spec: Any,
     force: bool,
     done: list[SweepItem],
-    targets: list[tuple[int, Path]],
+    targets: list[tuple[int, StoragePath]],
 ) -> None:
     try:
         write_seed_checkpoint(path, variables, spec, force)

@@ -241,7 +241,8 @@ class _BoundedLoader(yaml.SafeLoader):
             self._refuse(mark, f"nested more than {MAX_DEPTH} levels deep")
         node = super().compose_node(parent, index)
         self.open_levels -= 1
-        self.measures[id(node)] = self._measure(node, mark)
+        if node is not None:  # the stubs allow None, for no event; a value always has a node
+            self.measures[id(node)] = self._measure(node, mark)
         return node
 
     def _measure(self, node: yaml.Node, mark: yaml.Mark) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -11,14 +12,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from icnn_cli import export_cache
 from icnn_cli.config import IcnnConfig, load_config
 from icnn_cli.export_cache import (
     ENTRY_SUFFIX,
+    FALLBACKS,
     NotExportable,
     _check_structure,
+    _lowering_platform,
     describe_tree,
     export_directory,
     export_key,
+    fallback_count,
     rebuild_tree,
 )
 from icnn_cli.pipeline import initialize_seed, prepare_init
@@ -82,11 +87,13 @@ def test_second_prepare_loads_the_export_and_gives_the_same_checkpoint(small_con
     config, config_dir = small_config
     cache = tmp_path / "cache"
 
+    before = fallback_count()
     cold = prepare_init(config, config_dir, None, cache)
     warm = prepare_init(config, config_dir, None, cache)
     plain = prepare_init(config, config_dir, None)
 
     assert (cold.exported, warm.exported, plain.exported) == ("stored", "loaded", None)
+    assert fallback_count() == before, "a first run (no entry yet) is no fallback"
     assert warm.module is None and cold.module is not None
     assert len(entries(cache)) == 1
     for seed in (0, 9):
@@ -98,21 +105,73 @@ def test_second_prepare_loads_the_export_and_gives_the_same_checkpoint(small_con
             assert spec == other_spec
 
 
-def test_a_damaged_entry_is_ignored_and_rewritten(small_config, tmp_path):
+def test_a_damaged_entry_is_ignored_rewritten_and_counted(small_config, tmp_path, capsys):
     config, config_dir = small_config
     cache = tmp_path / "cache"
     reference, _ = initialize_seed(prepare_init(config, config_dir, None, cache), 3)
     (entry,) = entries(cache)
     good = entry.read_bytes()
+    capsys.readouterr()
 
     for damaged in (good[:-1] + bytes([good[-1] ^ 1]), good[: len(good) // 2], b""):
         entry.write_bytes(damaged)
+        before = fallback_count()
         prepared = prepare_init(config, config_dir, None, cache)
         assert prepared.exported == "stored"
         assert_trees_identical(initialize_seed(prepared, 3)[0], reference)
+        assert fallback_count() == before + 1
+        assert FALLBACKS[-1].entry == entry and FALLBACKS[-1].reason == "is damaged or foreign"
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err == (
+            f"icnn: note: the cached exported init {entry.name} is damaged or foreign "
+            f"({FALLBACKS[-1].detail}); tracing the init instead\n"
+        )
     reloaded = prepare_init(config, config_dir, None, cache)
     assert reloaded.exported == "loaded"
     assert_trees_identical(initialize_seed(reloaded, 3)[0], reference)
+
+
+def test_an_entry_jax_cannot_load_falls_back_and_is_counted(small_config, tmp_path, capsys):
+    config, config_dir = small_config
+    cache = tmp_path / "cache"
+    prepare_init(config, config_dir, None, cache)
+    (entry,) = entries(cache)
+    # A well-formed entry (checksum, header, key) whose payload is no serialized export.
+    _, header, _ = entry.read_bytes().split(b"\n", 2)
+    body = header + b"\n" + b"not a jax.export program"
+    entry.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    before = fallback_count()
+
+    prepared = prepare_init(config, config_dir, None, cache)
+
+    assert prepared.exported == "stored"
+    assert fallback_count() == before + 1 and FALLBACKS[-1].reason == "does not load"
+    assert f"{entry.name} does not load" in capsys.readouterr().err
+
+
+def test_the_private_lapack_hook_is_where_the_cache_patches_it():
+    """jax.export has no public switch for it: pinned at the jax of requirements.lock."""
+    import importlib
+    import inspect
+
+    hook = getattr(
+        importlib.import_module(export_cache.LAPACK_HOOK_MODULE), export_cache.LAPACK_HOOK
+    )
+
+    assert list(inspect.signature(hook).parameters) == ["platforms"]
+
+
+@pytest.mark.parametrize(
+    ("platform", "default", "expected"),
+    [("cpu", "cpu", "cpu"), ("tpu", "tpu", "tpu"), ("gpu", "rocm", "rocm"), ("gpu", "cpu", "cuda")],
+)
+def test_lowering_platform_names_gpus_by_vendor(platform, default, expected, monkeypatch):
+    import jax
+
+    monkeypatch.setattr(jax.export, "default_export_platform", lambda: default)
+
+    assert _lowering_platform(platform) == expected
 
 
 def test_an_unwritable_cache_still_initialises(small_config, tmp_path):

@@ -226,7 +226,8 @@ def test_a_force_interrupted_while_copying_is_refused_then_finished_by_the_next_
     out = f"{bucket}/interrupted/ckpt"
     staging = f"{bucket}/interrupted/.ckpt.icnn-staging-1-0000abcd"
     assert icnn("init", "-c", config, "--seed", "1", "--out", out).exit_code == 0
-    assert icnn("init", "-c", config, "--seed", "2", "--out", staging).exit_code == 0
+    second = icnn("init", "-c", config, "--seed", "2", "--out", staging)
+    assert second.exit_code == 0, second.stderr
     # The moment after step 2: the old marker is gone, the new checkpoint is whole beside.
     epath.Path(f"{out}/commit_success.txt").unlink()
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from icnn_cli import model as icnn_model
 from icnn_cli.analysis.loading import LoadedModel
@@ -247,63 +247,92 @@ def _random_pairs(key: Any, low: Any, high: Any, count: int) -> tuple[Any, Any, 
     return x, y, t
 
 
-def _refine(gap_gradient: Any, gap_batch: Any, candidates: dict[str, Any], steps: int) -> Any:
+class Chord(NamedTuple):
+    """A chord to refine: its ends ``x``, ``y`` ``[dim_data]``, the point ``t`` on it, its box."""
+
+    x: Any
+    y: Any
+    t: float
+    box: int
+
+
+# The refinement's arrays are NamedTuples: JAX flattens them as they are (jit, scan),
+# so they need no pytree registration and no JAX import when this module loads.
+class Candidates(NamedTuple):
+    """Chords to refine, stacked: ends ``x``, ``y`` ``[n, dim_data]``, ``t`` ``[n]``, boxes."""
+
+    x: Any
+    y: Any
+    t: Any
+    low: Any  # ``[n, dim_data]``: the box of each chord
+    high: Any
+
+
+class SearchState(NamedTuple):
+    """The gradient ascent's carry: where each path is, and the best chord it has met."""
+
+    x: Any
+    y: Any
+    t: Any
+    margin: Any  # ``[n]``: the best gap above tolerance so far
+    best_x: Any
+    best_y: Any
+    best_t: Any
+
+
+def _refine(gap_gradient: Any, gap_batch: Any, candidates: Candidates, steps: int) -> SearchState:
     """Projected, normalised gradient ascent on the gap; the best point of each path is kept."""
     import jax
     import jax.numpy as jnp
 
-    width = candidates["high"] - candidates["low"]
+    low, high = candidates.low, candidates.high
+    width = high - low
 
-    def step(state: dict[str, Any], index: Any) -> tuple[dict[str, Any], None]:
-        gx, gy, gt = jax.vmap(gap_gradient)(state["x"], state["y"], state["t"])
+    def step(state: SearchState, index: Any) -> tuple[SearchState, None]:
+        gx, gy, gt = jax.vmap(gap_gradient)(state.x, state.y, state.t)
         # scale by the box width so each coordinate moves in its own units
         gx, gy = gx * width, gy * width
         norm = jnp.sqrt(jnp.sum(gx**2, 1) + jnp.sum(gy**2, 1) + gt**2) + 1e-12
         size = REFINE_STEP_SIZE * REFINE_DECAY**index / norm
-        x = jnp.clip(state["x"] + size[:, None] * gx * width, candidates["low"], candidates["high"])
-        y = jnp.clip(state["y"] + size[:, None] * gy * width, candidates["low"], candidates["high"])
-        t = jnp.clip(state["t"] + size * gt, *T_RANGE)
+        x = jnp.clip(state.x + size[:, None] * gx * width, low, high)
+        y = jnp.clip(state.y + size[:, None] * gy * width, low, high)
+        t = jnp.clip(state.t + size * gt, *T_RANGE)
         gap, tolerance = gap_batch(x, y, t)
-        better = gap - tolerance > state["margin"]
-        best = {
-            name: jnp.where(better[:, None] if state[name].ndim == 2 else better, new, state[name])
-            for name, new in (("best_x", x), ("best_y", y), ("best_t", t))
-        }
-        margin = jnp.maximum(gap - tolerance, state["margin"])
-        return {"x": x, "y": y, "t": t, "margin": margin, **best}, None
+        better = gap - tolerance > state.margin
 
-    gap, tolerance = gap_batch(candidates["x"], candidates["y"], candidates["t"])
-    start = {
-        "x": candidates["x"],
-        "y": candidates["y"],
-        "t": candidates["t"],
-        "margin": gap - tolerance,
-        "best_x": candidates["x"],
-        "best_y": candidates["y"],
-        "best_t": candidates["t"],
-    }
+        def kept(new: Any, old: Any) -> Any:
+            return jnp.where(better[:, None] if old.ndim == 2 else better, new, old)
+
+        margin = jnp.maximum(gap - tolerance, state.margin)
+        best_x, best_y, best_t = kept(x, state.best_x), kept(y, state.best_y), kept(t, state.best_t)
+        return SearchState(x, y, t, margin, best_x, best_y, best_t), None
+
+    x, y, t = candidates.x, candidates.y, candidates.t
+    gap, tolerance = gap_batch(x, y, t)
+    start = SearchState(x, y, t, margin=gap - tolerance, best_x=x, best_y=y, best_t=t)
     final, _ = jax.lax.scan(step, start, jnp.arange(steps))
     return final
 
 
 def _hessian_candidates(
     hessian_batch: Any, points: Any, box_of_point: Any, boxes: Sequence[SearchBox]
-) -> tuple[float, list[tuple[Any, Any, float, int]]]:
+) -> tuple[float, list[Chord]]:
     """Smallest Hessian eigenvalue over ``points``; chords along negative-curvature directions."""
     import numpy as np
 
     eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(hessian_batch(points), np.float64))
     smallest = eigenvalues[:, 0]
-    candidates = []
+    chords = []
     for index in np.argsort(smallest)[:REFINED_PER_BOX]:
         if smallest[index] >= 0:
             break
-        box = boxes[int(box_of_point[index])]
+        box_index = int(box_of_point[index])
+        box = boxes[box_index]
         half = 0.05 * float(np.max(box.high - box.low))
         direction = eigenvectors[index, :, 0] * half
         point = np.asarray(points[index])
-        candidates.append((point - direction, point + direction, 0.5, int(box_of_point[index])))
-    return float(smallest.min()), candidates
+        chords.append(Chord(point - direction, point + direction, 0.5, box_index))
+    return float(smallest.min()), chords
 
 
 def search_counterexample(
@@ -326,13 +355,13 @@ def search_counterexample(
     gap_batch, gap_gradient, hessian_batch = _gap_functions(module, variables)
     dim_data = int(np.asarray(boxes[0].low).shape[0])
     master = jax.random.key(seed)
-    rows: list[tuple[Any, Any, float, int]] = []
+    chords: list[Chord] = []
     hessian_points, hessian_boxes = [], []
     tested = 0
     random_pairs = jax.jit(_random_pairs, static_argnums=3)
     for box_index, box in enumerate(boxes):
         low, high = jnp.asarray(box.low, jnp.float32), jnp.asarray(box.high, jnp.float32)
-        best: list[tuple[float, Any, Any, float]] = []
+        best: list[tuple[float, Chord]] = []  # (margin, chord)
         remaining, chunk_index = samples, 0
         while remaining > 0:
             count = min(CHUNK_PAIRS, remaining)
@@ -341,7 +370,8 @@ def search_counterexample(
             gap, tolerance = gap_batch(x, y, t)
             margin = np.asarray(gap - tolerance)
             for index in np.argsort(margin)[::-1][:REFINED_PER_BOX]:
-                best.append((float(margin[index]), x[index], y[index], float(t[index])))
+                chord = Chord(x[index], y[index], float(t[index]), box_index)
+                best.append((float(margin[index]), chord))
             if chunk_index == 0:
                 hessian_points.append(x[:HESSIAN_POINTS_PER_BOX])
                 hessian_boxes.append(np.full(min(count, HESSIAN_POINTS_PER_BOX), box_index))
@@ -349,7 +379,7 @@ def search_counterexample(
             chunk_index += 1
             tested += count
         best.sort(key=lambda row: row[0], reverse=True)
-        rows += [(x, y, t, box_index) for _, x, y, t in best[:REFINED_PER_BOX]]
+        chords += [chord for _, chord in best[:REFINED_PER_BOX]]
 
     min_eigenvalue = None
     if dim_data <= HESSIAN_MAX_DIM:
@@ -359,30 +389,31 @@ def search_counterexample(
             np.concatenate(hessian_boxes),
             boxes,
         )
-        rows += extra
+        chords += extra
 
-    candidates = {
-        "x": jnp.stack([jnp.asarray(row[0], jnp.float32) for row in rows]),
-        "y": jnp.stack([jnp.asarray(row[1], jnp.float32) for row in rows]),
-        "t": jnp.asarray([row[2] for row in rows], jnp.float32),
-        "low": jnp.stack([jnp.asarray(boxes[row[3]].low, jnp.float32) for row in rows]),
-        "high": jnp.stack([jnp.asarray(boxes[row[3]].high, jnp.float32) for row in rows]),
-    }
-    candidates["x"] = jnp.clip(candidates["x"], candidates["low"], candidates["high"])
-    candidates["y"] = jnp.clip(candidates["y"], candidates["low"], candidates["high"])
+    low = jnp.stack([jnp.asarray(boxes[chord.box].low, jnp.float32) for chord in chords])
+    high = jnp.stack([jnp.asarray(boxes[chord.box].high, jnp.float32) for chord in chords])
+    candidates = Candidates(
+        x=jnp.clip(jnp.stack([jnp.asarray(chord.x, jnp.float32) for chord in chords]), low, high),
+        y=jnp.clip(jnp.stack([jnp.asarray(chord.y, jnp.float32) for chord in chords]), low, high),
+        t=jnp.asarray([chord.t for chord in chords], jnp.float32),
+        low=low,
+        high=high,
+    )
     final = jax.jit(_refine, static_argnums=(0, 1, 3))(
         gap_gradient, gap_batch, candidates, refine_steps
     )
-    winner = int(np.argmax(np.asarray(final["margin"])))
-    if float(final["margin"][winner]) <= 0:
+    winner = int(np.argmax(np.asarray(final.margin)))
+    if float(final.margin[winner]) <= 0:
         return None, min_eigenvalue, tested
-    x = np.asarray(final["best_x"][winner], np.float32)
-    y = np.asarray(final["best_y"][winner], np.float32)
-    t = float(np.float32(final["best_t"][winner]))
-    gap, tolerance = (float(value[0]) for value in gap_batch(x[None], y[None], np.float32([t])))
+    x = np.asarray(final.best_x[winner], np.float32)
+    y = np.asarray(final.best_y[winner], np.float32)
+    t = float(np.float32(final.best_t[winner]))
+    at_t = np.asarray([t], np.float32)
+    gap, tolerance = (float(value[0]) for value in gap_batch(x[None], y[None], at_t))
     if gap <= tolerance:
         return None, min_eigenvalue, tested
-    region = boxes[rows[winner][3]].label
+    region = boxes[chords[winner].box].label
     return Counterexample(x.tolist(), y.tolist(), t, gap, region), min_eigenvalue, tested
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.analysis.compare import value_differences
 from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.reader import CheckpointReader
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.errors import UsageError
 from icnn_cli.records import LeafRecord
 from icnn_cli.records.leaves import finite_or_none
@@ -46,8 +46,8 @@ class LeafDiff:
 
 @dataclasses.dataclass(frozen=True)
 class DiffReport:
-    a: Path
-    b: Path
+    a: StoragePath
+    b: StoragePath
     atol: float
     leaves: list[LeafDiff]
 
@@ -59,12 +59,12 @@ class DiffReport:
         return {"identical": self.identical, "leaves": [leaf.as_json() for leaf in self.leaves]}
 
 
-def diff_checkpoints(a: Path, b: Path, atol: float = 0.0) -> DiffReport:
+def diff_checkpoints(a: StoragePath, b: StoragePath, atol: float = 0.0) -> DiffReport:
     """Compare every leaf of ``a`` and ``b``; values within ``atol`` count as the same."""
     return read_consistently([a, b], lambda: _diff_checkpoints(a, b, atol))
 
 
-def _diff_checkpoints(a: Path, b: Path, atol: float = 0.0) -> DiffReport:
+def _diff_checkpoints(a: StoragePath, b: StoragePath, atol: float = 0.0) -> DiffReport:
     if not (atol >= 0 and math.isfinite(atol)):
         raise UsageError("must be a finite number >= 0", "atol", atol)
     reader_a = CheckpointReader.open(a)
@@ -87,15 +87,13 @@ def _merged(
     stream_b = reader_b.verified_arrays()
     item_a, item_b = next(stream_a, None), next(stream_b, None)
     while item_a is not None or item_b is not None:
-        path_a = item_a[0].path if item_a is not None else None
-        path_b = item_b[0].path if item_b is not None else None
-        if path_b is None or (path_a is not None and path_a < path_b):
+        if item_a is not None and (item_b is None or item_a[0].path < item_b[0].path):
             yield item_a[0].path_string, item_a, None
             item_a = next(stream_a, None)
-        elif path_a is None or path_b < path_a:
+        elif item_b is not None and (item_a is None or item_b[0].path < item_a[0].path):
             yield item_b[0].path_string, None, item_b
             item_b = next(stream_b, None)
-        else:
+        elif item_a is not None and item_b is not None:
             yield item_a[0].path_string, item_a, item_b
             item_a, item_b = next(stream_a, None), next(stream_b, None)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint.consistency import read_consistently
@@ -14,6 +13,7 @@ from icnn_cli.checkpoint.metadata import item_bytes, read_json_item
 from icnn_cli.checkpoint.provenance import orbax_facts, provenance_of, version_warnings
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import installed_versions
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.errors import UsageError
 from icnn_cli.records import (
     MAX_SHOWN_JSON,
@@ -30,7 +30,7 @@ from icnn_cli.records import (
 
 
 def inspect_checkpoint(
-    path: Path,
+    path: StoragePath,
     with_stats: bool = False,
     globs: Sequence[str] = (),
     step: int | None = None,
@@ -57,7 +57,7 @@ def inspect_checkpoint(
 
 
 def _inspect_checkpoint(
-    path: Path,
+    path: StoragePath,
     with_stats: bool = False,
     globs: Sequence[str] = (),
     step: int | None = None,

@@ -19,7 +19,7 @@ from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec, SampleSpec
-from icnn_cli.checkpoint.storage import storage_path
+from icnn_cli.checkpoint.storage import StoragePath, storage_path
 from icnn_cli.config import IcnnConfig, ModelConfig
 from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint, param
 from icnn_cli.tree_paths import flatten_with_paths
@@ -28,7 +28,7 @@ NPY_HEADER_BYTES = 1 << 16  # numpy caps .npy headers far below this
 MAX_SAMPLE_ITEMSIZE = 16  # bytes per value of the widest float dtype
 
 
-def spec_config(spec: CheckpointSpec, path: Path) -> IcnnConfig:
+def spec_config(spec: CheckpointSpec, path: StoragePath) -> IcnnConfig:
     from pydantic import ValidationError
 
     try:
@@ -125,14 +125,16 @@ class LoadedModel:
     all_variables: Any = None
 
 
-def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
+def load_checkpoint(path: str | StoragePath) -> tuple[Any, Any]:
     """``(module, variables)`` of an icnn checkpoint: what ``icnn_cli.load`` returns."""
     loaded = load_model(path, config_parameter=None)
     return loaded.module, loaded.all_variables
 
 
 def load_model(
-    path: str | Path, config_path: Path | None = None, config_parameter: str | None = "config"
+    path: str | StoragePath,
+    config_path: Path | None = None,
+    config_parameter: str | None = "config",
 ) -> LoadedModel:
     """Load an icnn checkpoint, or any Orbax checkpoint of an OTT ICNN given its config.
 
@@ -149,19 +151,21 @@ def load_model(
 
 
 def _load_model(
-    path: str | Path, config_path: Path | None = None, config_parameter: str | None = "config"
+    path: str | StoragePath,
+    config_path: Path | None = None,
+    config_parameter: str | None = "config",
 ) -> LoadedModel:
     from icnn_cli.config import load_config
 
-    path = storage_path(path)
-    checkpoint = open_checkpoint(path)
+    checkpoint = open_checkpoint(storage_path(path))
+    path = checkpoint.path
     tree = checkpoint.only_pytree(" (an ICNN has one)")
     reader = CheckpointReader.of(checkpoint, tree.name)
     spec = reader.spec
     if config_path is None:
         if spec is None:
             hint = (
-                f"; give its architecture with {param(config_parameter)}"
+                f"; give its architecture with {param(config_parameter)} CFG.yaml"
                 if config_parameter
                 else ""
             )
@@ -184,7 +188,7 @@ def _load_model(
 
 
 def _check_architecture(
-    path: Path, config_path: Path | None, module: Any, dim_data: int, params: Any
+    path: StoragePath, config_path: Path | None, module: Any, dim_data: int, params: Any
 ) -> None:
     """Refuse (exit 2) arrays whose names or shapes differ from what the module expects."""
     import jax

@@ -99,10 +99,11 @@ def draw_potential(axes: Any, loaded: LoadedModel) -> None:
     import numpy as np
 
     probe, description = probe_points(loaded, PROBE_POINTS)
-    pushed = None
+    pushed = target = None
     if loaded.samples is not None:
         pushed = np.asarray(transport_map(loaded, probe))
-        low, high = _region(np.concatenate([probe, np.asarray(loaded.samples[1]), pushed]))
+        target = np.asarray(loaded.samples[1])
+        low, high = _region(np.concatenate([probe, target, pushed]))
     else:
         low, high = _region(probe)
     xs = np.linspace(low[0], high[0], GRID_POINTS, dtype=np.float32)
@@ -126,8 +127,7 @@ def draw_potential(axes: Any, loaded: LoadedModel) -> None:
         alpha=0.8,
         label="grad f(x)",
     )
-    if pushed is not None:
-        target = np.asarray(loaded.samples[1])
+    if pushed is not None and target is not None:
         axes.scatter(*probe.T, s=8, c="tab:blue", label="source")
         axes.scatter(*target.T, s=8, c="tab:green", label="target")
         axes.scatter(*pushed.T, s=8, c="tab:orange", label="grad f(source)")
@@ -177,8 +177,8 @@ def plot_checkpoint(loaded: LoadedModel, out: Path) -> PlotResult:
     figure = Figure(figsize=(12, potential_height + 2.0 * histogram_rows), dpi=DPI)
     panels = []
     if with_potential:
-        top, bottom = figure.subfigures(
-            2, 1, height_ratios=[potential_height, 2.0 * histogram_rows]
+        (top,), (bottom,) = figure.subfigures(
+            2, 1, squeeze=False, height_ratios=[potential_height, 2.0 * histogram_rows]
         )
         draw_potential(top.subplots(), loaded)
         panels.append("potential")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.analysis.compare import bit_identical, value_differences
@@ -30,6 +29,7 @@ from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.errors import IcnnError, is_bad_input
 from icnn_cli.fingerprint import short_fingerprint
 from icnn_cli.tree_paths import flatten_with_paths
@@ -120,7 +120,7 @@ class VerifyReport:
         }
 
 
-def verify_checkpoints(paths: list[Path], atol: float | None = None) -> list[VerifyReport]:
+def verify_checkpoints(paths: list[StoragePath], atol: float | None = None) -> list[VerifyReport]:
     """Verify each checkpoint; anything that is not a committed checkpoint exits 2 first."""
     for path in paths:
         try:
@@ -133,7 +133,7 @@ def verify_checkpoints(paths: list[Path], atol: float | None = None) -> list[Ver
     return [verify_checkpoint(path, atol) for path in paths]
 
 
-def verify_checkpoint(path: Path, atol: float | None = None) -> VerifyReport:
+def verify_checkpoint(path: StoragePath, atol: float | None = None) -> VerifyReport:
     """Check integrity and reproducibility of one checkpoint; damage is a finding, not an error.
 
     Args:
@@ -148,7 +148,7 @@ def verify_checkpoint(path: Path, atol: float | None = None) -> VerifyReport:
 
 
 def _verify_checkpoint(
-    path: Path,
+    path: StoragePath,
     atol: float | None,
     reruns: dict[str, tuple[dict[tuple[str, ...], Any] | None, str]],
 ) -> VerifyReport:
@@ -184,7 +184,7 @@ def _verify_checkpoint(
     )
 
 
-def _unreadable(path: Path, message: str, recorded: str | None) -> VerifyReport:
+def _unreadable(path: StoragePath, message: str, recorded: str | None) -> VerifyReport:
     return VerifyReport(
         path=str(path),
         integrity=CheckResult(UNREADABLE, message.removeprefix(f"{path}: ")),
@@ -240,7 +240,9 @@ def _reproducibility(
     return CheckResult(IDENTICAL, f"all {count} leaves re-run bit for bit {note}")
 
 
-def _rerun(spec: CheckpointSpec, path: Path) -> tuple[dict[tuple[str, ...], Any] | None, str]:
+def _rerun(
+    spec: CheckpointSpec, path: StoragePath
+) -> tuple[dict[tuple[str, ...], Any] | None, str]:
     """The variables the embedded spec gives here, by leaf path, and where they were
     computed; or ``None`` and why the init cannot be re-run."""
     import jax

@@ -5,12 +5,11 @@ from __future__ import annotations
 import ctypes
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.metadata import is_value_metadata, metadata_tree
-from icnn_cli.checkpoint.storage import orbax_path
+from icnn_cli.checkpoint.storage import StoragePath, orbax_path
 from icnn_cli.errors import DamagedCheckpoint, first_line
 from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths, leaf_path
@@ -33,7 +32,7 @@ def _batches(leaves: Sequence[LeafRecord], budget: int) -> Iterator[list[LeafRec
 
 
 def iter_leaf_arrays(
-    path: Path,
+    path: StoragePath,
     step_metadata: Callable[[], Any],
     leaves: Sequence[LeafRecord],
     budget: int = READ_BATCH_BYTES,
@@ -82,7 +81,7 @@ def _value_known(leaf: LeafRecord) -> bool:
     return leaf.scalar and leaf.value is not None
 
 
-def _leaf_reader(path: Path) -> Any:
+def _leaf_reader(path: StoragePath) -> Any:
     """``leaf -> value`` without Orbax: the zarr arrays, or Orbax 0.4's inline msgpack values."""
     try:
         inline = metadata_files.msgpack_values(path)
@@ -101,7 +100,7 @@ def _leaf_reader(path: Path) -> Any:
     )
 
 
-def _read_leaf(path: Path, read: Any, leaf: LeafRecord) -> Any:
+def _read_leaf(path: StoragePath, read: Any, leaf: LeafRecord) -> Any:
     try:
         return read(leaf)
     except (ValueError, RuntimeError) as error:  # tensorstore: missing data, DATA_LOSS, ...
@@ -121,7 +120,7 @@ def _unmap_large_buffers_when_freed() -> None:
         mallopt(_M_MMAP_THRESHOLD, 1 << 20)
 
 
-def _restore_with(path: Path, restore_args: Any) -> Any:
+def _restore_with(path: StoragePath, restore_args: Any) -> Any:
     import orbax.checkpoint as ocp
 
     handler = ocp.PyTreeCheckpointHandler()

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.errors import RuntimeFailure
 
 T = TypeVar("T")
@@ -24,7 +24,7 @@ MAX_ATTEMPTS = 5
 Identity = tuple[int, int, int] | None
 
 
-def identity(path: Path) -> Identity:
+def identity(path: StoragePath) -> Identity:
     """Which directory ``path`` names now (``None``: nothing there, or not local)."""
     try:
         status = os.stat(path)
@@ -33,7 +33,7 @@ def identity(path: Path) -> Identity:
     return (status.st_dev, status.st_ino, status.st_ctime_ns)
 
 
-def read_consistently(paths: Sequence[Path], read: Callable[[], T]) -> T:
+def read_consistently(paths: Sequence[StoragePath], read: Callable[[], T]) -> T:
     """``read()``, again if any of ``paths`` was replaced while it ran; exit 1 if it keeps being."""
     for _ in range(MAX_ATTEMPTS):
         before = [identity(path) for path in paths]

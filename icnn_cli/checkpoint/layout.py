@@ -40,7 +40,13 @@ from typing import Any, Literal
 
 from icnn_cli.checkpoint.single_files import FILE_KINDS, LAYOUTS, sniff
 from icnn_cli.checkpoint.spec import METADATA_KEY
-from icnn_cli.checkpoint.storage import check_reachable, file_size, is_remote, missing_bucket
+from icnn_cli.checkpoint.storage import (
+    StoragePath,
+    check_reachable,
+    file_size,
+    is_remote,
+    missing_bucket,
+)
 from icnn_cli.checkpoint.temporaries import (
     interrupted_replace_hint,
     interrupted_swap_hint,
@@ -74,7 +80,7 @@ class Item:
     """One item of a checkpoint: a PyTree, a JSON document, or something icnn cannot read."""
 
     name: str | None  # None: the checkpoint is this single item
-    path: Path
+    path: StoragePath
     kind: ItemKind
     handler: str | None = None  # Orbax's handler class path, where recorded
 
@@ -83,7 +89,7 @@ class Item:
         return self.name or "(top level)"
 
     @property
-    def json_file(self) -> Path | None:
+    def json_file(self) -> StoragePath | None:
         """The file holding a JSON item's document."""
         for name in JSON_ITEM_FILES:
             if (self.path / name).is_file():
@@ -99,15 +105,15 @@ class Checkpoint:
       path: the directory.
       items: its items, by name (one nameless item for a single-item checkpoint).
       layout: how Orbax wrote it, in words ("single item", "v1 checkpointables", ...).
-      metadata: ``_CHECKPOINT_METADATA`` (``{}`` where the writer had none): handlers,
+      metadata: ``_CHECKPOINT_METADATA`` (empty where the writer had none): handlers,
         ``custom_metadata``, init and commit times, metrics.
       warnings: what icnn could not tell, said rather than refused.
     """
 
-    path: Path
+    path: StoragePath
     items: tuple[Item, ...]
     layout: str
-    metadata: dict[str, Any]
+    metadata: CheckpointMetadata
     warnings: tuple[str, ...] = ()
 
     @property
@@ -116,7 +122,7 @@ class Checkpoint:
 
     @property
     def custom_metadata(self) -> dict[str, Any]:
-        return self.metadata.get("custom_metadata") or {}
+        return self.metadata.custom_metadata
 
     def pytree_items(self) -> list[Item]:
         """The items that hold a tree of arrays (Orbax PyTrees, or a single weights file)."""
@@ -151,10 +157,10 @@ class Checkpoint:
 class RootOfSteps:
     """A ``CheckpointManager`` (or v1 training ``Checkpointer``) root: step directories."""
 
-    path: Path
+    path: StoragePath
     steps: tuple[tuple[int, str], ...]  # (step, directory name), ascending
 
-    def step_path(self, step: int | None, parameter: str = "step") -> tuple[int, Path]:
+    def step_path(self, step: int | None, parameter: str = "step") -> tuple[int, StoragePath]:
         """``(step, directory)`` of ``step``, default the latest."""
         names = dict(self.steps)
         chosen = self.steps[-1][0] if step is None else step
@@ -179,7 +185,7 @@ class Location:
 # --- steps -----------------------------------------------------------------------------------
 
 
-def manager_steps(path: Path) -> list[tuple[int, str]]:
+def manager_steps(path: StoragePath) -> list[tuple[int, str]]:
     """``(step, directory name)`` of a root's step directories, ascending.
 
     ``100``, ``000100`` and ``step_100`` are steps; temporaries
@@ -208,15 +214,55 @@ def steps_text(steps: Sequence[tuple[int, str]], shown: int = 3) -> str:
 # --- the step metadata file ----------------------------------------------------------------------
 
 
-def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
-    """``_CHECKPOINT_METADATA`` of ``path`` (``{}`` when absent); exit 1 when damaged.
+@dataclasses.dataclass(frozen=True)
+class CheckpointMetadata:
+    """A step's ``_CHECKPOINT_METADATA``: what Orbax records beside its items.
+
+    Orbax's own ``StepMetadata`` is read through ``metadata()``, which reports a broken
+    file as empty; these are the file's fields as icnn uses them, each optional.
+
+    Attributes:
+      item_handlers: the handler's name for a single item, else item name -> handler.
+      custom_metadata: the writer's own metadata (icnn's spec under ``"icnn"``).
+      init_timestamp_nsecs: when the save started (nanoseconds since the epoch).
+      commit_timestamp_nsecs: when the save was committed.
+      metrics: the metrics a ``CheckpointManager`` recorded with the step.
+    """
+
+    item_handlers: str | dict[str, Any] | None = None
+    custom_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_timestamp_nsecs: int | None = None
+    commit_timestamp_nsecs: int | None = None
+    metrics: dict[str, Any] | None = None
+
+    @classmethod
+    def of_json(cls, document: dict[str, Any]) -> CheckpointMetadata:
+        """The fields of the file's JSON object; a field of another type counts as absent."""
+        handlers = document.get("item_handlers")
+        custom = document.get("custom_metadata")
+        metrics = document.get("metrics")
+        return cls(
+            item_handlers=handlers if isinstance(handlers, str | dict) else None,
+            custom_metadata=custom if isinstance(custom, dict) else {},
+            init_timestamp_nsecs=_nanoseconds(document.get("init_timestamp_nsecs")),
+            commit_timestamp_nsecs=_nanoseconds(document.get("commit_timestamp_nsecs")),
+            metrics=metrics if isinstance(metrics, dict) else None,
+        )
+
+
+def _nanoseconds(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_checkpoint_metadata(path: StoragePath) -> CheckpointMetadata:
+    """``_CHECKPOINT_METADATA`` of ``path`` (empty when absent); exit 1 when damaged.
 
     Orbax itself reports a broken file as ``custom_metadata={}``, which would make an
     icnn checkpoint look foreign, so the file is checked here.
     """
     file = path / CHECKPOINT_METADATA
     if not file.exists():
-        return {}  # Orbax 0.4 wrote none; nothing is lost
+        return CheckpointMetadata()  # Orbax 0.4 wrote none; nothing is lost
     problem = None
     content: Any = None
     if file_size(file) > MAX_CHECKPOINT_METADATA_BYTES:
@@ -235,7 +281,7 @@ def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
         raise DamagedCheckpoint(
             f"{path}: {CHECKPOINT_METADATA} {problem}: the checkpoint's metadata is damaged"
         )
-    return content
+    return CheckpointMetadata.of_json(content)
 
 
 # --- items ------------------------------------------------------------------------------------
@@ -250,7 +296,7 @@ def _kind_of_handler(handler: str) -> ItemKind:
     return "unknown"
 
 
-def _kind_of_files(directory: Path) -> ItemKind | None:
+def _kind_of_files(directory: StoragePath) -> ItemKind | None:
     """An item's kind from the files Orbax writes for it; ``None``: not an item."""
     if (directory / TREE_METADATA).is_file() or (directory / MSGPACK_TREE).is_file():
         return "pytree"
@@ -261,15 +307,15 @@ def _kind_of_files(directory: Path) -> ItemKind | None:
     return None
 
 
-def _is_single_item(path: Path) -> bool:
+def _is_single_item(path: StoragePath) -> bool:
     return (path / TREE_METADATA).is_file() or (path / MSGPACK_TREE).is_file()
 
 
-def _has_array_store(directory: Path) -> bool:
+def _has_array_store(directory: StoragePath) -> bool:
     return any((directory / name).is_file() for name in ARRAY_STORE_FILES)
 
 
-def tree_file_missing(path: Path) -> DamagedCheckpoint:
+def tree_file_missing(path: StoragePath) -> DamagedCheckpoint:
     """A PyTree item without the file that says its tree: missing, which is not damaged."""
     return DamagedCheckpoint(
         f"{path}: {TREE_METADATA} is missing, and so is the msgpack tree {MSGPACK_TREE} that "
@@ -277,7 +323,7 @@ def tree_file_missing(path: Path) -> DamagedCheckpoint:
     )
 
 
-def is_msgpack_tree_only(path: Path) -> bool:
+def is_msgpack_tree_only(path: StoragePath) -> bool:
     """A PyTree item whose only tree is the msgpack ``checkpoint``: no ``_METADATA``.
 
     ``PyTreeCheckpointHandler`` wrote ``_METADATA`` only when asked to in Orbax 0.4.0 to
@@ -286,9 +332,9 @@ def is_msgpack_tree_only(path: Path) -> bool:
     return not (path / TREE_METADATA).exists() and (path / MSGPACK_TREE).is_file()
 
 
-def _items(path: Path, metadata: dict[str, Any]) -> tuple[list[Item], str] | None:
+def _items(path: StoragePath, metadata: CheckpointMetadata) -> tuple[list[Item], str] | None:
     """The items of a directory and the layout's name; ``None`` when it holds none."""
-    handlers = metadata.get("item_handlers")
+    handlers = metadata.item_handlers
     if _is_single_item(path):
         handler = handlers if isinstance(handlers, str) else None
         layout = "single item"
@@ -341,7 +387,9 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
-def _commit_problem(path: Path, metadata: dict[str, Any]) -> tuple[str | None, str | None]:
+def _commit_problem(
+    path: StoragePath, metadata: CheckpointMetadata
+) -> tuple[str | None, str | None]:
     """``(why it is not committed, warning)``: at most one of them is set."""
     if (path / COMMIT_MARKER).is_file():
         return None, None
@@ -354,9 +402,9 @@ def _commit_problem(path: Path, metadata: dict[str, Any]) -> tuple[str | None, s
             f"{path}: no {COMMIT_MARKER} and no {CHECKPOINT_METADATA}, as Orbax 0.4 wrote "
             "them: taken as finished by its final name"
         )
-    if "commit_timestamp_nsecs" not in metadata:
+    if metadata.commit_timestamp_nsecs is None:
         return f"no {COMMIT_MARKER}, and no commit time in {CHECKPOINT_METADATA}", None
-    icnn = (metadata.get("custom_metadata") or {}).get(METADATA_KEY)
+    icnn = metadata.custom_metadata.get(METADATA_KEY)
     versions = icnn.get("versions") if isinstance(icnn, dict) else None
     writer = versions.get("orbax-checkpoint") if isinstance(versions, dict) else None
     if isinstance(writer, str) and _release(writer) >= FIRST_RELEASE_WITH_MARKER:
@@ -367,24 +415,25 @@ def _commit_problem(path: Path, metadata: dict[str, Any]) -> tuple[str | None, s
 # --- the entry points ----------------------------------------------------------------------------
 
 
-def has_unfinished_save(path: Path) -> bool:
+def has_unfinished_save(path: StoragePath) -> bool:
     """Whether ``path`` holds what a save killed before its marker leaves (no marker)."""
     return not (path / COMMIT_MARKER).is_file() and any(
         (path / name).exists() for name in SAVE_STARTED
     )
 
 
-def _not_found(path: Path) -> IcnnError:
+def _not_found(path: StoragePath) -> IcnnError:
     if is_remote(path):
         bucket = missing_bucket(path)
         if bucket:
             return IcnnError(f"{path}: no such checkpoint: bucket {bucket} does not exist")
         hint = interrupted_replace_hint(path, COMMIT_MARKER)
         return IcnnError(f"{path}: no such checkpoint{hint}")
-    return IcnnError(f"{path}: no such checkpoint{interrupted_swap_hint(path)}")
+    hint = interrupted_swap_hint(path) if isinstance(path, Path) else ""
+    return IcnnError(f"{path}: no such checkpoint{hint}")
 
 
-def open_checkpoint(path: Path) -> Checkpoint:
+def open_checkpoint(path: StoragePath) -> Checkpoint:
     """The committed checkpoint at ``path``; exit 2 for anything else, 1 for damaged metadata.
 
     Orbax's ``metadata()`` happily answers for half-written directories, so the
@@ -405,7 +454,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
                 f"{path}: not an Orbax checkpoint (it is a file, not a directory), nor a "
                 "safetensors, .npz or Flax msgpack file"
             )
-        return Checkpoint(path, (Item(None, path, kind),), LAYOUTS[kind], {})
+        return Checkpoint(path, (Item(None, path, kind),), LAYOUTS[kind], CheckpointMetadata())
     if is_temporary(path):
         raise IcnnError(
             f"{path}: an unfinished save left this temporary directory; it is not a checkpoint"
@@ -437,7 +486,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(path, tuple(items), layout, metadata, (warning,) if warning else ())
 
 
-def locate(path: Path, step: int | None = None) -> Location:
+def locate(path: StoragePath, step: int | None = None) -> Location:
     """A checkpoint, or the step ``step`` (default: the latest) of a root of steps."""
     check_reachable(path)
     if not path.exists():

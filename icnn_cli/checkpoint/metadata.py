@@ -11,18 +11,17 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.layout import MSGPACK_TREE, TREE_METADATA, Item, tree_file_missing
-from icnn_cli.checkpoint.storage import file_size, files_under, is_remote, orbax_path
+from icnn_cli.checkpoint.storage import StoragePath, file_size, files_under, is_remote, orbax_path
 from icnn_cli.errors import DamagedCheckpoint, first_line
 from icnn_cli.records import LeafRecord, records_of_values
 from icnn_cli.tree_paths import flatten_with_paths
 
 
-def read_step_metadata(path: Path) -> Any:
+def read_step_metadata(path: StoragePath) -> Any:
     """Orbax's metadata of the PyTree item at ``path``; damaged metadata raises (exit 1).
 
     Orbax reports a broken ``_METADATA`` as ``item_metadata=None`` rather than raising.
@@ -52,20 +51,20 @@ def is_value_metadata(node: Any) -> bool:
     return hasattr(node, "dtype") or hasattr(node, "shape")
 
 
-def leaf_records(step_metadata: Any, path: Path) -> list[LeafRecord]:
+def leaf_records(step_metadata: Any, path: StoragePath) -> list[LeafRecord]:
     """One :class:`LeafRecord` per leaf of the PyTree item at ``path``, from ``metadata()``."""
     import numpy as np
+    from orbax.checkpoint.metadata import ScalarMetadata, StringMetadata
 
     records = []
     strings: dict[str, Any] | None = None
     inline: dict[tuple[str, ...], Any] | None = None
     for parts, meta in flatten_with_paths(metadata_tree(step_metadata), is_value_metadata):
-        kind = type(meta).__name__
-        if kind == "StringMetadata":
+        if isinstance(meta, StringMetadata):
             if strings is None:
                 strings = _strings_or_empty(path)
             records.append(LeafRecord.of_scalar(parts, strings.get(".".join(parts)), "str"))
-        elif kind == "ScalarMetadata":
+        elif isinstance(meta, ScalarMetadata):
             dtype = np.dtype(meta.dtype)
             records.append(
                 LeafRecord.of_scalar(parts, None, metadata_files.python_type_name(dtype))
@@ -87,14 +86,14 @@ def leaf_records(step_metadata: Any, path: Path) -> list[LeafRecord]:
     return records
 
 
-def _strings_or_empty(path: Path) -> dict[str, Any]:
+def _strings_or_empty(path: StoragePath) -> dict[str, Any]:
     try:
         return metadata_files.strings(path)
     except metadata_files.UnexpectedLayout:
         return {}
 
 
-def read_leaf_records(path: Path) -> list[LeafRecord]:
+def read_leaf_records(path: StoragePath) -> list[LeafRecord]:
     """One :class:`LeafRecord` per leaf of the PyTree item at ``path``, typed keys as keys.
 
     Reads Orbax's metadata files directly (``metadata_files``: milliseconds where

@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint.layout import MSGPACK_TREE, TREE_METADATA, is_msgpack_tree_only
-from icnn_cli.checkpoint.storage import file_size, is_remote, kvstore_spec, tensorstore_context
+from icnn_cli.checkpoint.storage import (
+    StoragePath,
+    file_size,
+    is_remote,
+    kvstore_spec,
+    tensorstore_context,
+)
 from icnn_cli.errors import first_line
 from icnn_cli.records import LeafRecord, records_of_values
 from icnn_cli.sharding import describe_spec
@@ -46,7 +51,7 @@ class UnexpectedLayout(Exception):
     """The metadata files do not look as this reader expects; use Orbax's API instead."""
 
 
-def _load_json(file: Path) -> Any:
+def _load_json(file: StoragePath) -> Any:
     try:
         return json.loads(file.read_bytes())
     except (OSError, ValueError) as error:
@@ -83,7 +88,9 @@ def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], str]]:
     return [(parts, value_type) for _, parts, value_type in sorted(leaves, key=lambda x: x[0])]
 
 
-def _zarr_headers(path: Path, names: Sequence[str], use_ocdbt: bool, use_zarr3: bool) -> list[Any]:
+def _zarr_headers(
+    path: StoragePath, names: Sequence[str], use_ocdbt: bool, use_zarr3: bool
+) -> list[Any]:
     header_file = "zarr.json" if use_zarr3 else ".zarray"
     if not use_ocdbt:
         return [_load_json(path / name / header_file) for name in names]
@@ -120,7 +127,7 @@ def _shape_and_dtype(header: Any, use_zarr3: bool) -> tuple[tuple[int, ...], Any
     return shape, dtype
 
 
-def storage_flags(path: Path) -> tuple[bool, bool]:
+def storage_flags(path: StoragePath) -> tuple[bool, bool]:
     """``(use_ocdbt, use_zarr3)`` of the PyTree item at ``path``.
 
     From ``_METADATA``; a tree without one (:func:`is_msgpack_tree_only`) is zarr v2, in
@@ -132,7 +139,7 @@ def storage_flags(path: Path) -> tuple[bool, bool]:
     return use_ocdbt, use_zarr3
 
 
-def _tree_document(path: Path) -> tuple[dict[str, Any], bool, bool]:
+def _tree_document(path: StoragePath) -> tuple[dict[str, Any], bool, bool]:
     """``_METADATA`` and its storage flags: ``(document, use_ocdbt, use_zarr3)``."""
     document = _load_json(path / TREE_METADATA)
     if not isinstance(document, dict):
@@ -150,7 +157,7 @@ def _tree_document(path: Path) -> tuple[dict[str, Any], bool, bool]:
     return document, use_ocdbt, use_zarr3
 
 
-def leaf_records(path: Path) -> list[LeafRecord]:
+def leaf_records(path: StoragePath) -> list[LeafRecord]:
     """One record per leaf, as ``metadata.leaf_records(metadata())`` gives, from the files.
 
     Arrays need only their zarr headers; a Python scalar's value is read too (one
@@ -190,14 +197,14 @@ def python_type_name(dtype: Any) -> str:
     )
 
 
-def strings(path: Path) -> dict[str, Any]:
+def strings(path: StoragePath) -> dict[str, Any]:
     document = _load_json(path / STRINGS)
     if not isinstance(document, dict):
         raise UnexpectedLayout(f"{STRINGS} is not an object")
     return document
 
 
-def key_impls(path: Path) -> dict[str, str]:
+def key_impls(path: StoragePath) -> dict[str, str]:
     """``{orbax param name: random key impl}`` for the typed PRNG key leaves, if recorded."""
     directory = path / ARRAY_METADATAS
     if not directory.is_dir():
@@ -219,7 +226,7 @@ def key_impls(path: Path) -> dict[str, str]:
 SHARDINGS = "_sharding"
 
 
-def partition_specs(path: Path) -> dict[str, list]:
+def partition_specs(path: StoragePath) -> dict[str, list]:
     """``{orbax param name: PartitionSpec entries}`` of the arrays saved from a device mesh.
 
     ``_sharding`` maps each base64-encoded param name to a JSON description; only
@@ -240,7 +247,7 @@ def partition_specs(path: Path) -> dict[str, list]:
     return specs
 
 
-def array_reader(path: Path) -> Any:
+def array_reader(path: StoragePath) -> Any:
     """A function ``leaf -> numpy array`` reading one leaf straight from its zarr array.
 
     Orbax's partial restore (``PLACEHOLDER`` for the other leaves) read and
@@ -277,7 +284,7 @@ MAX_MSGPACK_TREE_BYTES = 1 << 30  # Orbax 0.4 aggregated only small trees into t
 PLACEHOLDER_PREFIX = "PLACEHOLDER://"  # Orbax 0.4: "the value is in the array store"
 
 
-def _msgpack_leaves(path: Path) -> dict[tuple[str, ...], Any] | None:
+def _msgpack_leaves(path: StoragePath) -> dict[tuple[str, ...], Any] | None:
     """Every leaf of the msgpack tree, values and placeholders; ``None`` without the file."""
     from flax.serialization import msgpack_restore
 
@@ -302,7 +309,7 @@ def _placeholder_name(leaf: Any) -> str | None:
     return None
 
 
-def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
+def msgpack_values(path: StoragePath) -> dict[tuple[str, ...], Any] | None:
     """The leaves Orbax 0.4 stored inside its msgpack tree (``SaveArgs(aggregate=True)``).
 
     ``None`` when there is no such file or its leaves are placeholders for arrays
@@ -314,14 +321,14 @@ def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
     return leaves
 
 
-def msgpack_inline_values(path: Path) -> dict[tuple[str, ...], Any]:
+def msgpack_inline_values(path: StoragePath) -> dict[tuple[str, ...], Any]:
     """The leaves whose values the msgpack tree holds itself, where others are placeholders
     (``SaveArgs(aggregate=True)`` on some leaves only); ``{}`` without the file."""
     leaves = _msgpack_leaves(path) or {}
     return {parts: leaf for parts, leaf in leaves.items() if _placeholder_name(leaf) is None}
 
 
-def msgpack_tree_records(path: Path) -> list[LeafRecord]:
+def msgpack_tree_records(path: StoragePath) -> list[LeafRecord]:
     """Records of a tree without ``_METADATA`` (:func:`is_msgpack_tree_only`), as Orbax
     restores it: the msgpack tree's own values, and for each ``PLACEHOLDER://<name>`` the
     zarr array ``<name>`` (in OCDBT, or a directory of its own), shape and dtype from its

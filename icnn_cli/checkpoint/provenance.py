@@ -35,7 +35,7 @@ def written_at(commit_timestamp_nsecs: object) -> str | None:
 
 def commit_time(checkpoint: Checkpoint) -> str | None:
     """When Orbax committed ``checkpoint``, ISO 8601 UTC, if recorded."""
-    return written_at(checkpoint.metadata.get("commit_timestamp_nsecs"))
+    return written_at(checkpoint.metadata.commit_timestamp_nsecs)
 
 
 def version_warnings(recorded: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
@@ -93,11 +93,11 @@ def orbax_facts(checkpoint: Checkpoint, metrics_item: Any = None) -> OrbaxFacts:
     custom = {
         key: value for key, value in checkpoint.custom_metadata.items() if key != METADATA_KEY
     }
-    metrics = metadata.get("metrics")
+    metrics = metadata.metrics
     return OrbaxFacts(
         layout=checkpoint.layout,
         items=tuple(OrbaxItem(item.name, item.kind) for item in checkpoint.items),
-        started_at=written_at(metadata.get("init_timestamp_nsecs")),
+        started_at=written_at(metadata.init_timestamp_nsecs),
         custom_metadata=custom or None,
         metrics=metrics if isinstance(metrics, dict) and metrics else metrics_item,
     )

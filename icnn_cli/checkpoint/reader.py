@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from icnn_cli.checkpoint import provenance, single_files
@@ -27,6 +26,7 @@ from icnn_cli.checkpoint.layout import TREE_KINDS, Checkpoint, Item, open_checkp
 from icnn_cli.checkpoint.metadata import quiet_absl, read_leaf_records, read_step_metadata
 from icnn_cli.checkpoint.single_files import FILE_KINDS
 from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint
 from icnn_cli.fingerprint import StreamingFingerprint, short_fingerprint
 from icnn_cli.records import LeafRecord
@@ -56,17 +56,17 @@ class CheckpointReader:
       written_at: Orbax's commit time, ISO 8601 UTC, when recorded.
     """
 
-    path: Path
+    path: StoragePath
     checkpoint: Checkpoint
     parts: list[TreePart]
     spec: CheckpointSpec | None
     leaves: list[LeafRecord]
     computed_fingerprint: str | None = None
     written_at: str | None = None
-    _step_metadata: dict[Path, Any] = dataclasses.field(default_factory=dict)
+    _step_metadata: dict[StoragePath, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: Path, item: str | None = None) -> CheckpointReader:
+    def open(cls, path: StoragePath, item: str | None = None) -> CheckpointReader:
         """Check markers and metadata files; exit 2 for a non-checkpoint, 1 for damage."""
         return cls.of(open_checkpoint(path), item)
 
@@ -100,7 +100,7 @@ class CheckpointReader:
             parts=parts,
             spec=parse_spec(checkpoint.custom_metadata, str(checkpoint.path)),
             leaves=leaves,
-            written_at=provenance.written_at(metadata.get("commit_timestamp_nsecs")),
+            written_at=provenance.written_at(metadata.commit_timestamp_nsecs),
         )
 
     def step_metadata(self, part: TreePart) -> Any:
@@ -184,7 +184,7 @@ def _item_records(item: Item) -> list[LeafRecord]:
     return _with_scalar_values(item.path, read_leaf_records(item.path))
 
 
-def _with_scalar_values(path: Path, leaves: list[LeafRecord]) -> list[LeafRecord]:
+def _with_scalar_values(path: StoragePath, leaves: list[LeafRecord]) -> list[LeafRecord]:
     """Python scalars whose value the metadata fallback could not give, read (one element each)."""
     import numpy as np
 
@@ -201,7 +201,7 @@ def _with_scalar_values(path: Path, leaves: list[LeafRecord]) -> list[LeafRecord
     ]
 
 
-def fingerprint_mismatch(path: Path, recorded: str, found: str) -> IcnnError:
+def fingerprint_mismatch(path: StoragePath, recorded: str, found: str) -> IcnnError:
     return DamagedCheckpoint(
         f"{path}: array data does not match the recorded fingerprint "
         f"(recorded {short_fingerprint(recorded)}, found {short_fingerprint(found)}): "

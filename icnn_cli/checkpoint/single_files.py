@@ -17,9 +17,9 @@ from __future__ import annotations
 import struct
 import zipfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
+from icnn_cli.checkpoint.storage import StoragePath, file_size
 from icnn_cli.errors import DamagedCheckpoint, IcnnError, first_line
 from icnn_cli.records import LeafRecord, records_of_values
 
@@ -52,7 +52,7 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def sniff(path: Path) -> FileKind | None:
+def sniff(path: StoragePath) -> FileKind | None:
     """The format of the file at ``path`` from its first bytes, or ``None``."""
     with open(path, "rb") as handle:
         head = handle.read(16)
@@ -68,7 +68,7 @@ def sniff(path: Path) -> FileKind | None:
     return None
 
 
-def _looks_like_npz(path: Path) -> bool:
+def _looks_like_npz(path: StoragePath) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -82,14 +82,14 @@ def _split(keys: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return {key: tuple(key.split(separator)) for key in keys}
 
 
-def _damaged(path: Path, error: BaseException) -> IcnnError:
+def _damaged(path: StoragePath, error: BaseException) -> IcnnError:
     return DamagedCheckpoint(f"{path}: unreadable ({first_line(error)})")
 
 
 # --- records (metadata first) ---------------------------------------------------------
 
 
-def leaf_records(path: Path, kind: FileKind) -> list[LeafRecord]:
+def leaf_records(path: StoragePath, kind: FileKind) -> list[LeafRecord]:
     """One record per leaf, from headers where the format has them."""
     try:
         if kind == "safetensors":
@@ -103,7 +103,7 @@ def leaf_records(path: Path, kind: FileKind) -> list[LeafRecord]:
         raise _damaged(path, error) from None
 
 
-def _safetensors_records(path: Path) -> list[LeafRecord]:
+def _safetensors_records(path: StoragePath) -> list[LeafRecord]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as handle:
@@ -126,7 +126,7 @@ def _numpy_dtype(name: str) -> Any:
     return np.dtype(getattr(ml_dtypes, name)) if hasattr(ml_dtypes, name) else np.dtype(name)
 
 
-def _npz_records(path: Path) -> list[LeafRecord]:
+def _npz_records(path: StoragePath) -> list[LeafRecord]:
     import numpy as np
 
     records = []
@@ -148,12 +148,12 @@ def _npz_records(path: Path) -> list[LeafRecord]:
     return records
 
 
-def _msgpack_tree(path: Path) -> dict[tuple[str, ...], Any]:
+def _msgpack_tree(path: StoragePath) -> dict[tuple[str, ...], Any]:
     from flax.serialization import msgpack_restore
 
     from icnn_cli.tree_paths import flatten_with_paths
 
-    if path.stat().st_size > MAX_MSGPACK_BYTES:
+    if file_size(path) > MAX_MSGPACK_BYTES:
         raise IcnnError(f"{path}: msgpack file larger than {MAX_MSGPACK_BYTES} bytes: not read")
     tree = msgpack_restore(path.read_bytes())
     if not isinstance(tree, dict):
@@ -161,7 +161,7 @@ def _msgpack_tree(path: Path) -> dict[tuple[str, ...], Any]:
     return dict(flatten_with_paths(tree))
 
 
-def _msgpack_records(path: Path) -> list[LeafRecord]:
+def _msgpack_records(path: StoragePath) -> list[LeafRecord]:
     return records_of_values(_msgpack_tree(path))
 
 
@@ -169,7 +169,7 @@ def _msgpack_records(path: Path) -> list[LeafRecord]:
 
 
 def iter_values(
-    path: Path, kind: FileKind, leaves: Sequence[LeafRecord]
+    path: StoragePath, kind: FileKind, leaves: Sequence[LeafRecord]
 ) -> Iterator[tuple[LeafRecord, Any]]:
     """``(leaf, value)`` for ``leaves``, one array in memory at a time (msgpack: all)."""
     try:
@@ -188,7 +188,7 @@ def iter_values(
 
 
 def _safetensors_values(
-    path: Path, leaves: Sequence[LeafRecord]
+    path: StoragePath, leaves: Sequence[LeafRecord]
 ) -> Iterator[tuple[LeafRecord, Any]]:
     from safetensors import safe_open
 
@@ -198,7 +198,9 @@ def _safetensors_values(
             yield leaf, handle.get_tensor(by_path[leaf.path])
 
 
-def _npz_values(path: Path, leaves: Sequence[LeafRecord]) -> Iterator[tuple[LeafRecord, Any]]:
+def _npz_values(
+    path: StoragePath, leaves: Sequence[LeafRecord]
+) -> Iterator[tuple[LeafRecord, Any]]:
     import numpy as np
 
     with np.load(path, allow_pickle=False) as archive:

@@ -28,9 +28,16 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from icnn_cli.errors import IcnnError, NotACheckpoint, StorageFailure, UsageError, first_line
+
+if TYPE_CHECKING:
+    from etils import epath
+
+StoragePath: TypeAlias = "Path | epath.Path"
+"""Where a checkpoint lives: a local :class:`pathlib.Path`, or an :class:`etils.epath.Path`
+for a URL (both share the methods the reading side uses; see the module's docstring)."""
 
 URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<bucket>[^/]*)/?(?P<key>.*)$")
 # scheme -> tensorstore kvstore driver, for the schemes etils.epath also reaches
@@ -50,15 +57,17 @@ _reachable: set[tuple[str, str]] = set()
 _listings: dict[str, _Listing] = {}  # root URL -> what it held when first asked
 
 
-def storage_path(location: str | os.PathLike[str]) -> Any:
+def storage_path(location: str | os.PathLike[str]) -> StoragePath:
     """A local :class:`pathlib.Path`, or an :class:`etils.epath.Path` for a URL.
 
     Raises:
       IcnnError: (exit 2) for a URL whose scheme icnn cannot read and write, or
         one without a bucket.
     """
-    if isinstance(location, Path) or (not isinstance(location, str) and is_remote(location)):
-        return location  # converted already
+    if isinstance(location, Path):
+        return location
+    if not isinstance(location, str) and is_remote(location):
+        return cast("epath.Path", location)  # made by storage_path before: keep its listing
     text = os.fspath(location)
     match = URL.match(text)
     if match is None:

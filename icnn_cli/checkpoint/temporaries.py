@@ -7,7 +7,7 @@ the ones whose owner process is gone (or puts an interrupted swap's aside copy b
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from icnn_cli.errors import param
@@ -18,7 +18,7 @@ ASIDE_TAG = ".icnn-aside-"  # the old checkpoint during a fallback (non-renameat
 TEMPORARY_TAGS = (ORBAX_TMP_SUFFIX, STAGING_TAG, ASIDE_TAG)
 
 
-def is_temporary(path: Path) -> bool:
+def is_temporary(path: PurePath) -> bool:
     """Whether ``path`` is named as an unfinished save (Orbax's or icnn's)."""
     return any(tag in path.name for tag in TEMPORARY_TAGS)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
 from icnn_cli.checkpoint.remote_writing import check_remote_output, write_remote_checkpoint
-from icnn_cli.checkpoint.storage import is_remote
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG, leftovers
 from icnn_cli.errors import IcnnError, OutputExists, RuntimeFailure, UsageError, param
 from icnn_cli.resources import existing_ancestor, is_disk_full, mount_point
@@ -98,14 +98,14 @@ def recover_interrupted_swap(target: Path) -> Path | None:
     return restored
 
 
-def check_output_path(target: Path, force: bool) -> None:
+def check_output_path(target: StoragePath, force: bool) -> None:
     """Refuse (exit 2) an output path that cannot take a new checkpoint, before any work.
 
     First puts back a checkpoint that an interrupted fallback swap left aside, so
     ``target`` is judged as it really stands. A URL (``gs://``) is checked by
     :mod:`~icnn_cli.checkpoint.remote_writing`.
     """
-    if is_remote(target):
+    if not isinstance(target, Path):
         return check_remote_output(target, force)
     recover_interrupted_swap(target)
     if target.is_file() or target.is_symlink():
@@ -131,7 +131,7 @@ def check_output_path(target: Path, force: bool) -> None:
 
 
 def write_checkpoint_atomically(
-    target: Path,
+    target: StoragePath,
     variables: Any,
     custom_metadata: dict[str, Any],
     force: bool,
@@ -154,7 +154,7 @@ def write_checkpoint_atomically(
     A URL (``gs://``) has no rename: :mod:`~icnn_cli.checkpoint.remote_writing`
     says what replaces the swap there.
     """
-    if is_remote(target):
+    if not isinstance(target, Path):
         return write_remote_checkpoint(target, variables, custom_metadata, force)
     import orbax.checkpoint as ocp
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -66,8 +66,9 @@ def root(
 
 
 # Typer exposes Click's UsageError only as the base of typer.BadParameter; it is
-# what a wrong flag value, a missing argument or an unknown option raises.
-_UsageError = typer.BadParameter.__base__
+# what a wrong flag value, a missing argument or an unknown option raises
+# (``__base__`` is typed ``type | None``: every class but ``object`` has one).
+_UsageError = cast("type[Exception]", typer.BadParameter.__base__)
 
 
 def _drop_closed_event_loop_noise(unraisable: sys.UnraisableHookArgs) -> None:

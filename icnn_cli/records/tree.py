@@ -186,7 +186,11 @@ def collapse_repeated(rows: Sequence[SummaryRow]) -> list[SummaryRow]:
 
 
 def _merge_blocks(prefix: str, members: Sequence[Sequence[SummaryRow]]) -> list[SummaryRow]:
-    indices = [int(_INDEXED_NAME.match(block[0].name).group(2)) for block in members]
+    indices = []
+    for block in members:
+        match = _INDEXED_NAME.match(block[0].name)
+        assert match is not None  # collapse_repeated grouped them by this very match
+        indices.append(int(match.group(2)))
     merged = [
         _merge_rows([block[position] for block in members]) for position in range(len(members[0]))
     ]
@@ -199,8 +203,9 @@ def _merge_blocks(prefix: str, members: Sequence[Sequence[SummaryRow]]) -> list[
 def _merge_rows(rows: Sequence[SummaryRow]) -> SummaryRow:
     first = rows[0]
     stats = None
-    if all(row.stats is not None for row in rows):
-        stats = combine_stats([(row.stats, row.params) for row in rows])
+    parts = [(row.stats, row.params) for row in rows if row.stats is not None]
+    if len(parts) == len(rows):
+        stats = combine_stats(parts)
     return dataclasses.replace(
         first,
         params=sum(row.params for row in rows),

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 def _text(text: str, style: str | None = None) -> Any:
     from rich.text import Text
 
-    return Text(visible(text), style=style)
+    return Text(visible(text), style=style or "")
 
 
 def _group(*parts: Any) -> Any:

@@ -222,7 +222,7 @@ def tree_columns(summary: Summary) -> list[Column[SummaryRow]]:
             _stat_column("min", lambda stats: _format_number(stats.min)),
             _stat_column("max", lambda stats: _format_number(stats.max)),
             _stat_column("neg", lambda stats: f"{stats.negative_fraction:.0%}"),
-            Column(
+            Column[SummaryRow](
                 "flags",
                 lambda row: text_cell(
                     row.flag_text if row.is_leaf or row.truncated else "", "flag"
