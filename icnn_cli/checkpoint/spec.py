@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import RUNTIME_ERROR, DamagedCheckpoint, IcnnError
+from icnn_cli.validation_errors import describe_validation_error
 
 SPEC_FORMAT = "icnn-spec/1"
 METADATA_KEY = "icnn"
@@ -91,8 +92,5 @@ def parse_spec(custom_metadata: Any, where: str) -> CheckpointSpec | None:
     try:
         return CheckpointSpec.model_validate(raw)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise IcnnError(
-            f"{where}: embedded icnn spec is damaged: {field}: {first['msg']}", RUNTIME_ERROR
-        ) from None
+        problems = describe_validation_error(error, CheckpointSpec, data=raw)
+        raise DamagedCheckpoint(f"{where}: embedded icnn spec is damaged: {problems}") from None

@@ -179,14 +179,17 @@ def init(
 def _with_mesh(config: IcnnConfig, text: str) -> IcnnConfig:
     from pydantic import ValidationError
 
-    from icnn_cli.errors import IcnnError
+    from icnn_cli.errors import UsageError
     from icnn_cli.sharding import parse_mesh
+    from icnn_cli.validation_errors import problems_of
 
     try:
         return config.with_mesh(parse_mesh(text))
     except ValidationError as error:
-        message = str(error.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
-        raise IcnnError(f"--mesh {text}: sharding.{message}") from None
+        problem = problems_of(error)[0]
+        raise UsageError(
+            f"sharding.{problem.field}: {problem.text}", parameter="mesh", value=text
+        ) from None
 
 
 def _check_flag_combinations(
