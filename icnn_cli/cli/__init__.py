@@ -18,6 +18,7 @@ from icnn_cli.cli.check_command import check
 from icnn_cli.cli.config_command import config_app
 from icnn_cli.cli.diff_command import diff
 from icnn_cli.cli.errors import INTERRUPTED, debug_enabled, print_traceback, set_debug
+from icnn_cli.cli.help_style import IcnnCommand, IcnnGroup
 from icnn_cli.cli.init_command import init
 from icnn_cli.cli.inspect_command import inspect
 from icnn_cli.cli.output import Output
@@ -27,6 +28,7 @@ from icnn_cli.cli.verify_command import verify
 
 app = typer.Typer(
     name="icnn",
+    cls=IcnnGroup,
     help="Initialise and inspect checkpoints of input convex neural networks (OTT-JAX ICNN).",
     no_args_is_help=True,
     # Typer's own completion options detect the shell running icnn (sh in a Dockerfile
@@ -36,13 +38,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command()(init)
-app.command()(inspect)
-app.command()(schema)
-app.command()(check)
-app.command()(diff)
-app.command()(verify)
-app.command()(plot)
+app.command(cls=IcnnCommand)(init)
+app.command(cls=IcnnCommand)(inspect)
+app.command(cls=IcnnCommand)(schema)
+app.command(cls=IcnnCommand)(check)
+app.command(cls=IcnnCommand)(diff)
+app.command(cls=IcnnCommand)(verify)
+app.command(cls=IcnnCommand)(plot)
 app.add_typer(config_app)
 
 
@@ -63,7 +65,7 @@ class Shell(StrEnum):
     powershell = "powershell"
 
 
-SHELL_METAVAR = "[" + "|".join(Shell) + "]"
+SHELL_NAMES = ", ".join(Shell)
 
 # What add_completion=True would do: register Typer's completion classes, which answer
 # the _ICNN_COMPLETE=complete_bash protocol that the printed scripts speak.
@@ -83,7 +85,7 @@ def _install_completion(context: typer.Context, parameter: Any, shell: Shell | N
 @app.callback()
 def root(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
+        bool, typer.Option("--debug", help="Also show the full traceback when a command fails.")
     ] = False,
     version: Annotated[
         bool,
@@ -98,8 +100,8 @@ def root(
             callback=_install_completion,
             is_eager=True,
             expose_value=False,
-            metavar=SHELL_METAVAR,
-            help="Install completion for the shell named, in its startup files.",
+            metavar="SHELL",
+            help=f"Install completion for the shell named ({SHELL_NAMES}) in its startup files.",
         ),
     ] = None,
     show_completion: Annotated[
@@ -109,8 +111,8 @@ def root(
             callback=_show_completion,
             is_eager=True,
             expose_value=False,
-            metavar=SHELL_METAVAR,
-            help="Print the completion script for the shell named, to install it yourself.",
+            metavar="SHELL",
+            help=f"Print the completion script for the shell named ({SHELL_NAMES}).",
         ),
     ] = None,
 ) -> None:

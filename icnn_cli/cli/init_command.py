@@ -39,8 +39,8 @@ def init(
     out: Annotated[
         str | None,
         typer.Option(
-            help="Checkpoint directory to create, or a gs:// URL; overrides 'output' "
-            "(default ckpt)."
+            help="Checkpoint directory to create, or a gs:// URL; overrides the config's 'output'.",
+            show_default="the config's output, ckpt",
         ),
     ] = None,
     force: Annotated[
@@ -49,7 +49,7 @@ def init(
     ] = False,
     platform: Annotated[
         Platform | None,
-        typer.Option(help="JAX backend to run the init on (default: JAX's default backend)."),
+        typer.Option(help="JAX backend to run the init on.", show_default="JAX's default backend"),
     ] = None,
     dry_run: Annotated[
         bool,
