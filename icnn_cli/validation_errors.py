@@ -190,12 +190,19 @@ def _value_error_text(message: str) -> str:
 def _field_named_in(location: Location, message: str, data: Any) -> tuple[Location, str]:
     # Cross-field checks (model validators) cannot set a location, so their messages
     # start with the field they are about: "ranks: ..." or "init.input_shape: ...".
+    # Without the data (a model validated on its own), a head that reads as a field name
+    # is taken at its word.
     head, separator, rest = message.partition(": ")
-    if separator and head and " " not in head:
+    if separator and _FIELD_PATH.fullmatch(head):
+        if data is None:
+            return location + tuple(head.split(".")), rest
         for candidate in (location + tuple(head.split(".")), tuple(head.split("."))):
             if _has(data, candidate):
                 return candidate, rest
     return location, message
+
+
+_FIELD_PATH = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*")
 
 
 def _has(data: Any, location: Location) -> bool:
