@@ -19,7 +19,7 @@ from icnn_cli.checkpoint.spec import (
 )
 from icnn_cli.checkpoint.writing import check_output_path, write_checkpoint_atomically
 from icnn_cli.config import IcnnConfig
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError, OutputExists, first_line, param
 from icnn_cli.fingerprint import fingerprint
 from icnn_cli.init import abstract_variables, compiled_init, select_device
 from icnn_cli.records import LeafRecord, Summary, records_of_tree
@@ -44,6 +44,7 @@ class InitResult:
     summary: Summary
     spec: CheckpointSpec | None  # None for a dry run
     variables: Any = None
+    refusal: IcnnError | None = None  # a dry run's: why the real run would be refused
 
 
 def leaf_records_of(tree: Any, layout: Layout | None = None) -> list[LeafRecord]:
@@ -273,7 +274,21 @@ def _dry_run(request: InitRequest) -> InitResult:
         header=[("seed", str(config.init.seed)), ("device", device_text), *figures.lines()],
         resources=figures.as_json(),
     )
-    return InitResult(summary=summary, spec=None)
+    return InitResult(summary=summary, spec=None, refusal=_refusal_of(request))
+
+
+def _refusal_of(request: InitRequest) -> IcnnError | None:
+    """What the real run would say of ``--out`` (a dry run writes and repairs nothing)."""
+    output = request.output
+    if not (output.exists() or (isinstance(output, Path) and output.is_symlink())):
+        return None
+    if output.is_file() or (isinstance(output, Path) and output.is_symlink()):
+        problem = "exists and is a file, not a checkpoint directory"
+    elif not request.force:
+        problem = f"already exists (pass {param('force')} to replace it)"
+    else:
+        return None
+    return OutputExists(problem, parameter="out", value=output)
 
 
 def _with_default_mesh(request: InitRequest) -> InitRequest:

@@ -23,7 +23,7 @@ from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.checkpoint.writing import check_output_path
 from icnn_cli.config import IcnnConfig, validate_seed
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError, OutputExists, first_line, param
 from icnn_cli.pipeline import initialize_seed, leaf_records_of, prepare_init, write_seed_checkpoint
 from icnn_cli.records import LeafRecord
 
@@ -116,7 +116,8 @@ class SweepResult:
     def as_json(self) -> dict[str, Any]:
         return {
             "checkpoints": [item.as_json() for item in self.items],
-            "written": sum(item.status != "skipped" for item in self.items),
+            "written": sum(item.status == "written" for item in self.items),
+            "replaced": sum(item.status == "replaced" for item in self.items),
             "skipped": sum(item.status == "skipped" for item in self.items),
             "total_params": sum(leaf.size for leaf in self.leaves),
             "total_bytes": sum(leaf.nbytes for leaf in self.leaves),
@@ -141,6 +142,8 @@ def run_sweep(
         status: Status = "written"
         if request.resume and path.exists():
             status = _resume_status(path, spec.fingerprint)
+        elif request.force and path.exists():
+            status = "replaced"
         if status != "skipped":
             _write(path, variables, spec, request.force or status == "replaced", items, targets)
         item = SweepItem(seed, path, spec.fingerprint, status)
@@ -153,6 +156,17 @@ def _check_targets(targets: list[tuple[int, Path]], request: SweepRequest) -> No
     paths = [path for _, path in targets]
     if len(set(paths)) != len(paths):
         raise IcnnError(f"--out {request.out}: gives several seeds the same path; add {{seed}}")
+    existing = [path for path in paths if path.exists() or path.is_symlink()]
+    if existing and not request.force and not request.resume:
+        one = len(existing) == 1
+        raise OutputExists(
+            f"{len(existing)} of the {len(paths)} seeds' checkpoints "
+            + ("exists already" if one else f"exist already (the first: {existing[0]})")
+            + f"; pass {param('resume')} to keep {'it' if one else 'them'} and write the rest, "
+            f"or {param('force')} to replace {'it' if one else 'them'}",
+            parameter="out",
+            value=existing[0] if one else request.out,
+        )
     for _, path in targets:
         if request.resume and path.exists():
             continue

@@ -605,3 +605,23 @@ def test_debug_adds_the_traceback_and_keeps_the_exit_code(args, expected, tmp_pa
     assert result.returncode == 2
     assert "Traceback (most recent call last)" in result.stderr
     assert expected in result.stderr.splitlines()[-1]
+
+
+def test_a_dry_run_onto_an_existing_out_warns_that_the_run_would_be_refused(
+    icnn, write_config, tmp_path
+):
+    config = write_config(GOOD_MODEL)
+    (tmp_path / "ckpt").mkdir()
+
+    warned = icnn("init", "-c", config, "--out", tmp_path / "ckpt", "--dry-run")
+    forced = icnn("init", "-c", config, "--out", tmp_path / "ckpt", "--dry-run", "--force")
+    fresh = icnn("init", "-c", config, "--out", tmp_path / "new", "--dry-run")
+
+    assert warned.exit_code == forced.exit_code == fresh.exit_code == 0
+    assert warned.stderr == (
+        "icnn: warning: the run without --dry-run would be refused: "
+        f"--out {tmp_path / 'ckpt'}: already exists (pass --force to replace it)\n"
+    )
+    assert forced.stderr == fresh.stderr == ""
+    assert "checkpoint   ~" in warned.stdout and "peak memory  ~" in warned.stdout
+    assert "at its peak" not in warned.stdout

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from icnn_cli.cli.errors import reported_errors
+from icnn_cli.cli.errors import cli_message, reported_errors
 from icnn_cli.cli.options import JsonOpt
 from icnn_cli.cli.output import Output
 
@@ -172,6 +172,10 @@ def init(
             with output.status("Initialising ICNN (jit compile + init + save)…"):
                 result = run_init(request)
             primary = processes.is_primary()
+        if primary and result.refusal is not None:
+            Output.warn(
+                f"the run without --dry-run would be refused: {cli_message(result.refusal)}"
+            )
         if primary:
             output.result(result.summary.as_json(), lambda: render_table(result.summary))
 
