@@ -156,7 +156,7 @@ def _check_targets(targets: list[tuple[int, Path]], request: SweepRequest) -> No
     paths = [path for _, path in targets]
     if len(set(paths)) != len(paths):
         raise IcnnError(f"--out {request.out}: gives several seeds the same path; add {{seed}}")
-    existing = [path for path in paths if path.exists() or path.is_symlink()]
+    existing = [path for path in paths if path.exists() or _is_local_link(path)]
     if existing and not request.force and not request.resume:
         one = len(existing) == 1
         raise OutputExists(
@@ -171,6 +171,10 @@ def _check_targets(targets: list[tuple[int, Path]], request: SweepRequest) -> No
         if request.resume and path.exists():
             continue
         check_output_path(path, request.force)
+
+
+def _is_local_link(path: Any) -> bool:
+    return isinstance(path, Path) and path.is_symlink()  # a dangling one: exists() says no
 
 
 def _resume_status(path: Path, fingerprint: str) -> Status:

@@ -18,6 +18,7 @@ def _args_of(command: str, tmp: Path) -> list:
     return {
         "inspect": ["inspect", TINY],
         "inspect --stats": ["inspect", TINY, "--stats"],
+        "inspect --format md": ["inspect", TINY, "--stats", "--format", "md"],
         "inspect --items": ["inspect", GOLDEN / "foreign" / "0.12.8" / "manager"],
         "diff": ["diff", TINY, PER_LEAF],
         "verify": ["verify", TINY],
@@ -33,6 +34,7 @@ def _args_of(command: str, tmp: Path) -> list:
 COMMANDS = [
     "inspect",
     "inspect --stats",
+    "inspect --format md",
     "inspect --items",
     "diff",
     "verify",
