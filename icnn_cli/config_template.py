@@ -29,7 +29,8 @@ from icnn_cli.config import (
     IcnnConfig,
     ShardingRule,
 )
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import UsageError
+from icnn_cli.validation_errors import config_error, problems_of
 
 DEFAULT_DIM_DATA = 2
 DEFAULT_DIM_HIDDEN = (64, 64)
@@ -46,13 +47,14 @@ EXAMPLE_VALUES: dict[tuple[type[BaseModel], str], Any] = {
 }
 """Values for the commented-out examples of sections that have required keys and no default."""
 
-FLAG_OF_FIELD: dict[tuple[str, ...], str] = {
-    ("model", "dim_data"): "--dim-data",
-    ("model", "dim_hidden"): "--dim-hidden",
-    ("model", "pos_weights"): "--pos-weights",
-    ("model", "gaussian_map_samples"): "--gaussian-map",
-    ("init", "seed"): "--seed",
+PARAMETER_OF_FIELD: dict[tuple[str, ...], str] = {
+    ("model", "dim_data"): "dim_data",
+    ("model", "dim_hidden"): "dim_hidden",
+    ("model", "pos_weights"): "pos_weights",
+    ("model", "gaussian_map_samples"): "gaussian_map",
+    ("init", "seed"): "seed",
 }
+"""The argument of :func:`starter_config` that sets each field (each edge spells it)."""
 
 
 def starter_config(
@@ -73,7 +75,7 @@ def starter_config(
       seed: master seed, ``0..2**32-1``.
 
     Raises:
-      IcnnError: a value the schema refuses, naming the flag that set it.
+      UsageError: a value the schema refuses, about the argument that set it.
     """
     model: dict[str, Any] = {"dim_data": dim_data, "dim_hidden": list(dim_hidden)}
     if pos_weights is not None:
@@ -85,11 +87,11 @@ def starter_config(
     try:
         return IcnnConfig.model_validate(document)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        location = tuple(str(part) for part in first["loc"])
-        flag = FLAG_OF_FIELD.get(location[:2], ".".join(location))
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise IcnnError(f"{flag}: {message}") from None
+        problem = problems_of(error, IcnnConfig, document)[0]
+        parameter = PARAMETER_OF_FIELD.get(tuple(map(str, problem.location[:2])))
+        if parameter is None:
+            raise config_error(error, IcnnConfig, data=document) from None
+        raise UsageError(problem.text, parameter=parameter) from None
 
 
 def config_template(config: IcnnConfig, every_key: bool = False) -> str:

@@ -16,13 +16,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import sys
 from collections.abc import Iterator
 
+from icnn_cli import errors
 from icnn_cli.errors import IcnnError, RuntimeFailure, UsageError, first_line, param
 
-MESSAGE_BYTES = 512  # room for one error line per process in the all-gather
+MESSAGE_BYTES = 2048  # room for one failure record per process in the all-gather
+RECORD_TEXT_CHARS = 200  # of a problem or value: 4 UTF-8 bytes each stay within MESSAGE_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +64,18 @@ class ProcessGroup:
                 )
 
 
-class AgreedFailure(UsageError):
-    """A failure every process raises at the same point, so they can shut down together."""
+class AgreedFailure(Exception):  # noqa: N818 - it is a failure, not an error of its own
+    """A failure every process raises at the same point, so they can shut down together.
+
+    Args:
+      error: what each process reports, of the class the failing process raised, so every
+        process words it alike and exits with the same code (an existing ``--out`` seen
+        by process 0 is bad input on process 1 too).
+    """
+
+    def __init__(self, error: IcnnError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def initialize(group: ProcessGroup) -> None:
@@ -101,9 +114,9 @@ def session(group: ProcessGroup) -> Iterator[None]:
     try:
         yield
         clean = True
-    except AgreedFailure:
+    except AgreedFailure as agreed:
         clean = True
-        raise
+        raise agreed.error from None
     finally:
         # Shutting down waits for every process; after a failure of this
         # process alone the others are stuck elsewhere, so just leave: the
@@ -166,16 +179,16 @@ def all_or_none(step: str) -> Iterator[None]:
         yield
     except Exception as error:
         failure = error
-    messages = _all_gather_text(_failure_text(failure))
-    failed = [(index, text) for index, text in enumerate(messages) if text]
+    records = _all_gather_text(_failure_record(failure))
+    failed = [(index, record) for index, record in enumerate(records) if record]
     if not failed:
         return
     if isinstance(failure, IcnnError):
-        raise failure  # this process's own error: its class and its words
+        raise AgreedFailure(failure) from None
     if failure is not None:
-        raise RuntimeFailure(_failure_text(failure)) from failure
-    index, text = failed[0]
-    raise RuntimeFailure(f"process {index} failed while {step}: {text}")
+        raise AgreedFailure(RuntimeFailure(_failure_text(failure))) from failure
+    index, record = failed[0]
+    raise AgreedFailure(_error_from_record(record, index, step))
 
 
 def check_same_everywhere(what: str, text: str) -> None:
@@ -187,8 +200,10 @@ def check_same_everywhere(what: str, text: str) -> None:
     differing = [index for index, other in enumerate(digests) if other != digests[0]]
     if differing:
         raise AgreedFailure(
-            f"process {differing[0]} was given a different {what} than process 0; "
-            "every process must run the same icnn init command"
+            UsageError(
+                f"process {differing[0]} was given a different {what} than process 0; "
+                "every process must run the same icnn init command"
+            )
         )
 
 
@@ -198,6 +213,36 @@ def _failure_text(failure: BaseException | None) -> str:
     if isinstance(failure, IcnnError):
         return failure.message
     return f"{type(failure).__name__}: {first_line(failure, limit=MESSAGE_BYTES)}"
+
+
+def _failure_record(failure: BaseException | None) -> str:
+    """What the other processes need to raise ``failure`` as this one does: its class,
+    problem, parameter and value, as JSON (empty when nothing failed)."""
+    if failure is None:
+        return ""
+    error = failure if isinstance(failure, IcnnError) else RuntimeFailure(_failure_text(failure))
+    record = {
+        "class": type(error).__name__,
+        "problem": error.problem[:RECORD_TEXT_CHARS],
+        "parameter": error.parameter,
+    }
+    if error.has_value():
+        record["value"] = str(error.value)[:RECORD_TEXT_CHARS]
+    return json.dumps(record, ensure_ascii=False)
+
+
+def _error_from_record(record: str, index: int, step: str) -> IcnnError:
+    """Process ``index``'s failure, of its class, for a process where ``step`` went well."""
+    try:
+        fields = json.loads(record)
+        error_class = getattr(errors, fields["class"])
+        if not (isinstance(error_class, type) and issubclass(error_class, IcnnError)):
+            raise TypeError(fields["class"])
+    except (ValueError, KeyError, TypeError, AttributeError):  # cut short, or not ours
+        return RuntimeFailure(f"process {index} failed while {step}")
+    extra = {"value": fields["value"]} if "value" in fields else {}
+    problem = f"{fields['problem']} (process {index}, while {step})"
+    return error_class(problem, parameter=fields["parameter"], **extra)
 
 
 def _all_gather_text(text: str) -> list[str]:

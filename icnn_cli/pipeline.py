@@ -21,7 +21,13 @@ from icnn_cli.checkpoint.spec import (
 from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.checkpoint.writing import check_output_path, write_checkpoint_atomically
 from icnn_cli.config import IcnnConfig
-from icnn_cli.errors import IcnnError, RuntimeFailure, first_line, param
+from icnn_cli.errors import (
+    IcnnError,
+    OutputExists,
+    RuntimeFailure,
+    first_line,
+    param,
+)
 from icnn_cli.fingerprint import fingerprint
 from icnn_cli.jitted_init import abstract_variables, compiled_init, select_device
 from icnn_cli.records import DryRun, LeafRecord, Summary, records_of_tree
@@ -61,6 +67,8 @@ class InitResult:
         """OTT's ICNN of this init (built here when the cached export ran instead of it)."""
         assert self.prepared is not None, "a dry run builds no module"
         return self.prepared.module or build_module(self.prepared.config, self.prepared.samples)
+
+    refusal: IcnnError | None = None  # a dry run's: why the real run would be refused
 
 
 def leaf_records_of(tree: Any, layout: Layout | None = None) -> list[LeafRecord]:
@@ -361,7 +369,23 @@ def _dry_run(request: InitRequest) -> InitResult:
         dry_run=DryRun(str(request.output), config.init.seed, device_text),
         resources=figures,
     )
-    return InitResult(summary=summary, spec=None)
+    return InitResult(summary=summary, spec=None, refusal=_refusal_of(request))
+
+
+def _refusal_of(request: InitRequest) -> IcnnError | None:
+    """What the real run would say of ``--out`` (a dry run writes and repairs nothing)."""
+    output = request.output
+    if output is None:
+        return None
+    if not (output.exists() or (isinstance(output, Path) and output.is_symlink())):
+        return None
+    if output.is_file() or (isinstance(output, Path) and output.is_symlink()):
+        problem = "exists and is a file, not a checkpoint directory"
+    elif not request.force:
+        problem = f"already exists (pass {param('force')} to replace it)"
+    else:
+        return None
+    return OutputExists(problem, parameter="out", value=output)
 
 
 def _with_default_mesh(request: InitRequest) -> InitRequest:

@@ -17,6 +17,7 @@ from icnn_cli.checkpoint.storage import storage_path
 from icnn_cli.config import IcnnConfig, validate_seed
 from icnn_cli.errors import IcnnError, UsageError
 from icnn_cli.jitted_init import PLATFORMS
+from icnn_cli.validation_errors import config_error
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | IcnnConfig
 """A config file path, YAML text (a ``str`` with a newline), a mapping, or a validated config."""
@@ -42,10 +43,11 @@ def resolve_config(config: ConfigSource) -> tuple[IcnnConfig, Path]:
     if isinstance(config, IcnnConfig):
         return config, Path.cwd()
     if isinstance(config, Mapping):
+        data = dict(config)
         try:
-            return IcnnConfig.model_validate(dict(config)), Path.cwd()
+            return IcnnConfig.model_validate(data), Path.cwd()
         except ValidationError as error:
-            raise IcnnError(_first_problem(error, MAPPING_NAME)) from None
+            raise config_error(error, IcnnConfig, source=MAPPING_NAME, data=data) from None
     if isinstance(config, str) and "\n" in config:
         from icnn_cli import yaml_source
 
@@ -87,11 +89,3 @@ def init_in_process(
     )
     result = run_init(request)
     return result.module(), result.variables
-
-
-def _first_problem(error: Any, source: str) -> str:
-    first = error.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    more = f" (and {error.error_count() - 1} more problem(s))" if error.error_count() > 1 else ""
-    return f"{source}: {field}: {message}{more}"

@@ -55,11 +55,18 @@ def build_mesh(shape: Sequence[int], axis_names: Sequence[str], platform: str | 
     devices = jax.devices(platform) if platform else jax.devices()
     if math.prod(shape) != len(devices):
         where = f"{jax.process_count()} processes" if jax.process_count() > 1 else "this process"
+        wanted = math.prod(shape)
+        hint = (
+            f" (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count={wanted} "
+            f"gives {wanted} devices)"
+            if devices[0].platform == "cpu"
+            else ""
+        )
         raise UsageError(
-            f"needs {math.prod(shape)} devices, but JAX sees "
-            f"{len(devices)} {devices[0].platform} device(s) in {where}",
-            "mesh",
-            "x".join(map(str, shape)),
+            f"needs {wanted} devices, but JAX sees {len(devices)} {devices[0].platform} "
+            f"device(s) in {where}{hint}",
+            parameter="mesh",
+            value="x".join(map(str, shape)),
         )
     # Auto axes: plain GSPMD partitioning of jit(out_shardings=...); make_mesh's
     # default (Explicit) would turn on sharding-in-types for the whole init.

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.storage import StoragePath, storage_path
 from icnn_cli.config import validate_seed
-from icnn_cli.errors import IcnnError, RuntimeFailure, UsageError, first_line, param
+from icnn_cli.errors import (
+    IcnnError,
+    OutputExists,
+    RuntimeFailure,
+    UsageError,
+    first_line,
+    param,
+)
 from icnn_cli.pipeline import (
     InitRequest,
     initialize_seed,
@@ -109,7 +117,8 @@ class SweepResult:
     def as_json(self) -> dict[str, Any]:
         return {
             "checkpoints": [item.as_json() for item in self.items],
-            "written": sum(item.status != "skipped" for item in self.items),
+            "written": sum(item.status == "written" for item in self.items),
+            "replaced": sum(item.status == "replaced" for item in self.items),
             "skipped": sum(item.status == "skipped" for item in self.items),
             "total_params": sum(leaf.size for leaf in self.leaves),
             "total_bytes": sum(leaf.nbytes for leaf in self.leaves),
@@ -123,7 +132,7 @@ def run_sweep(
     ``on_item`` hears about each as it is done."""
     assert request.seeds is not None and request.output is not None
     targets = [(seed, seed_output_path(request.output, seed)) for seed in request.seeds]
-    _check_targets(targets, request.output)
+    _check_targets(targets, request)
     new = [path for _, path in targets if not (request.resume and path.exists())]
     prepared = plan_init(request, new)
     items: list[SweepItem] = []
@@ -135,6 +144,8 @@ def run_sweep(
         status: Status = "written"
         if request.resume and path.exists():
             status = _resume_status(path, spec.fingerprint)
+        elif request.force and path.exists():
+            status = "replaced"
         if status != "skipped":
             _write(path, variables, spec, request.force or status == "replaced", items, targets)
         item = SweepItem(seed, path, spec.fingerprint, status)
@@ -143,10 +154,28 @@ def run_sweep(
     return SweepResult(items, leaves)
 
 
-def _check_targets(targets: list[tuple[int, StoragePath]], out: StoragePath) -> None:
+def _check_targets(targets: list[tuple[int, StoragePath]], request: InitRequest) -> None:
+    """Refuse seeds that share a path, and existing checkpoints without resume or force (each
+    output's own checks are the plan's, :func:`~icnn_cli.pipeline.plan_init`)."""
+    out = request.output
     paths = [path for _, path in targets]
     if len(set(paths)) != len(paths):
         raise UsageError("gives several seeds the same path; add {seed}", "out", out)
+    existing = [path for path in paths if path.exists() or _is_local_link(path)]
+    if existing and not request.force and not request.resume:
+        one = len(existing) == 1
+        raise OutputExists(
+            f"{len(existing)} of the {len(paths)} seeds' checkpoints "
+            + ("exists already" if one else f"exist already (the first: {existing[0]})")
+            + f"; pass {param('resume')} to keep {'it' if one else 'them'} and write the rest, "
+            f"or {param('force')} to replace {'it' if one else 'them'}",
+            parameter="out",
+            value=existing[0] if one else out,
+        )
+
+
+def _is_local_link(path: Any) -> bool:
+    return isinstance(path, Path) and path.is_symlink()  # a dangling one: exists() says no
 
 
 def _resume_status(path: StoragePath, fingerprint: str) -> Status:

@@ -27,8 +27,6 @@ aliases, characters) belong with the reader they bound.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
 import sys
 import typing
 from pathlib import Path
@@ -37,9 +35,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from icnn_cli.errors import IcnnError
+from icnn_cli.validation_errors import config_error
+from icnn_cli.validation_errors import shown_text as _shown_text
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel, ValidationError
+    from pydantic import BaseModel
 
     ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -64,8 +64,6 @@ MAX_NODES = 10_000
 A real config has under 200 nodes."""
 MAX_SCALAR_CHARS = 4096
 """Longest key or value: PATH_MAX on Linux, far above any name or number in a config."""
-SHOWN_CHARS = 60
-"""How much of a value an error message quotes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,116 +94,18 @@ class YamlDocument:
         return f"{self.source}:{position[0]}:{position[1]}"
 
     def validate(self, model: type[ModelT]) -> ModelT:
-        """``model.model_validate(data)``; a failure becomes one-line :class:`IcnnError`."""
+        """``model.model_validate(data)``; a failure becomes one-line :class:`ConfigError`
+        naming each problem at its ``file:line:col``."""
         from pydantic import ValidationError
 
         try:
             return model.model_validate(self.data)
         except ValidationError as error:
-            raise IcnnError(self.describe_validation_error(error, model)) from None
-
-    def describe_validation_error(self, error: ValidationError, model: type[BaseModel]) -> str:
-        """One line for the first pydantic error: ``file:line:col: field: message``.
-
-        Args:
-          error: what ``model.model_validate(self.data)`` raised.
-          model: the root model that was validated; unknown keys are matched against
-            the fields found by walking its ``model_fields``.
-        """
-        # An unknown key usually explains a "missing" one (a typo), so report it first.
-        errors = sorted(
-            error.errors(include_url=False), key=lambda item: item["type"] != "extra_forbidden"
-        )
-        first = errors[0]
-        location = tuple(first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if first["type"] == "value_error":
-            location, message = self._field_named_in(location, message)
-        field = _dotted(location)
-        if first["type"] == "extra_forbidden":
-            parent = location[:-1]
-            key = location[-1]
-            message = f"unknown key {_shown(key)}{_suggestion(model, parent, key)}"
-            field = _dotted(parent)
-        elif first["type"] == "missing":
-            message = f"missing required key '{location[-1]}'"
-            field = _dotted(location[:-1])
-        elif first["type"] != "value_error":
-            message = f"{message}, got {_shown(first['input'])}"
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        return f"{self.where(location)}: {field}: {_shortened_quotes(message)}{more}"
-
-    def _field_named_in(self, location: Location, message: str) -> tuple[Location, str]:
-        # Cross-field checks (model validators) cannot set a location, so their
-        # messages start with the field they are about: "ranks: ..." or "init.input_shape: ...".
-        head, separator, rest = message.partition(": ")
-        if separator and " " not in head:
-            for candidate in (location + tuple(head.split(".")), tuple(head.split("."))):
-                if candidate in self.positions:
-                    return candidate, rest
-        return location, message
+            raise config_error(error, model, data=self.data, where=self.where) from None
 
 
 def _dotted(location: Location) -> str:
     return ".".join(_shown_text(str(part)) for part in location) or "(top level)"
-
-
-def _shown_text(text: str, limit: int = SHOWN_CHARS) -> str:
-    """``text`` cut to ``limit``, control characters as escapes (one safe line)."""
-    shown = text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in shown)
-
-
-def _shown(value: Any) -> str:
-    """``repr(value)`` cut to :data:`SHOWN_CHARS` (repr already escapes control characters)."""
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} chars)"
-
-
-def _shortened_quotes(message: str) -> str:
-    """``message`` with each long quoted value cut (validators quote the input whole)."""
-    return _LONG_QUOTE.sub(
-        lambda match: f"{match[0][: SHOWN_CHARS + 1]}...' ({len(match[0]) - 2} chars)", message
-    )
-
-
-_LONG_QUOTE = re.compile(rf"'[^'\n]{{{SHOWN_CHARS + 1},}}'")
-
-
-def _suggestion(model: type[BaseModel], parent: Location, key: Any) -> str:
-    valid = _valid_keys(model, parent)
-    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    return f" (valid keys: {', '.join(valid)})" if valid else ""
-
-
-def _valid_keys(root: type[BaseModel], parent: Location) -> list[str]:
-    """The field names of the model at ``parent``, walking ``model_fields`` from ``root``.
-
-    A list index or a ``dict`` key in ``parent`` stays on the model inside that
-    ``list[...]`` or ``dict[str, ...]`` annotation.
-    """
-    annotation: Any = root
-    for part in parent:
-        model = _model_in(annotation)
-        if model is None:
-            return []
-        if isinstance(part, str) and part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-    model = _model_in(annotation)
-    return list(model.model_fields) if model is not None else []
-
-
-def _model_in(annotation: Any) -> Any:
-    """The pydantic model class in ``annotation`` (``X``, ``X | None``, ``list[X]``, ...)."""
-    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-        return annotation
-    for argument in typing.get_args(annotation):
-        model = _model_in(argument)
-        if model is not None:
-            return model
-    return None
 
 
 class _BoundedLoader(yaml.SafeLoader):

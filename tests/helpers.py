@@ -8,6 +8,7 @@ them, so importing this module stays cheap.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from icnn_cli.records import Summary
 
 REPO = Path(__file__).resolve().parent.parent
+FOREIGN = REPO / "tests" / "data" / "golden" / "foreign"
+"""Golden checkpoints written by other Orbax releases and APIs, with their manifest."""
+FOREIGN_MANIFEST = json.loads((FOREIGN / "MANIFEST.json").read_text())["fixtures"]
 CONFIGS = REPO / "configs"
 
 # The console script installed beside this interpreter, as `make run` and users start it.

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tests.helpers import ICNN as INSTALLED_ICNN
 from tests.helpers import REPO
 
 ICNN = [sys.executable, "-m", "icnn_cli"]
@@ -65,6 +66,61 @@ def test_the_bash_script_is_valid_bash():
     checked = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
 
     assert checked.returncode == 0, checked.stderr
+
+
+# /bin/sh is where a Dockerfile RUN or a Makefile recipe starts icnn (dash on Debian and
+# Ubuntu); Typer's own options detected that shell ("Shell sh not supported") and
+# ignored the one named.
+SHELLS = [shell for shell in ("sh", "dash", "bash") if shutil.which(shell)]
+SCRIPT_OF = {
+    "bash": "complete -o default -F _icnn_completion icnn",
+    "zsh": "#compdef icnn",
+    "fish": "complete --command icnn",
+    "powershell": "Register-ArgumentCompleter -Native -CommandName icnn",
+}
+
+
+def _from_shell(shell: str, command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [shell, "-c", command],
+        env={**os.environ, "ICNN": str(INSTALLED_ICNN), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("named", list(SCRIPT_OF))
+def test_show_completion_prints_the_script_of_the_shell_named(shell, named):
+    result = _from_shell(shell, f'"$ICNN" --show-completion {named}')
+
+    assert result.returncode == 0, result.stderr
+    assert SCRIPT_OF[named] in result.stdout
+    others = [marker for other, marker in SCRIPT_OF.items() if other != named]
+    assert not any(marker in result.stdout for marker in others)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    ("named", "installed"),
+    [("bash", ".bash_completions/icnn.sh"), ("fish", ".config/fish/completions/icnn.fish")],
+)
+def test_install_completion_installs_for_the_shell_named(shell, named, installed, tmp_path):
+    result = _from_shell(shell, f'"$ICNN" --install-completion {named}', HOME=str(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert SCRIPT_OF[named] in (tmp_path / installed).read_text()
+
+
+def test_a_shell_icnn_has_no_script_for_is_one_line():
+    result = _from_shell("sh", '"$ICNN" --show-completion sh')
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "icnn: error: Invalid value for '--show-completion': 'sh' is not one of "
+        "'bash', 'zsh', 'fish', 'powershell'. (see 'icnn --help')\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,7 @@ def test_nesting_within_the_limit_reaches_the_schema(icnn, tmp_path):
 
     result = icnn("init", "-c", config, "--out", tmp_path / "out")
 
-    assert_refused(result, tmp_path / "out", "model.dim_hidden.0: Input should be a valid integer")
+    assert_refused(result, tmp_path / "out", "model.dim_hidden.0: expected a whole number")
 
 
 def test_anchors_and_aliases_within_the_bounds_are_accepted(tmp_path):

@@ -126,3 +126,37 @@ def test_distributed_outside_a_cluster_says_which_flags_to_pass(write_config, tm
     assert result.stderr.startswith("icnn: error: --distributed: ")
     assert "pass --coordinator, --num-processes and --process-id" in result.stderr
     assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.slow
+def test_an_existing_out_stops_every_process_with_exit_2(write_config, tmp_path):
+    config = write_config({"model": tiny_model()})
+    out = tmp_path / "ckpt"
+    out.mkdir()  # process 0 alone checks --out (it commits the checkpoint)
+
+    first, second = run_processes("-c", config, "--out", out)
+
+    refusal = f"icnn: error: --out {out}: already exists (pass --force to replace it)"
+    assert (first.returncode, second.returncode) == (2, 2), second.stderr[-3000:]
+    assert first.stderr.endswith(f"{refusal}\n")
+    assert second.stderr.endswith(f"{refusal} (process 0, while preparing the init)\n")
+    assert first.stdout == second.stdout == ""
+
+
+def test_a_failure_record_carries_the_class_parameter_and_value():
+    from icnn_cli.distributed import _error_from_record, _failure_record
+    from icnn_cli.errors import OutputExists, RuntimeFailure, param
+
+    refused = OutputExists(f"already exists (pass {param('force')})", parameter="out", value="c")
+    failed = ValueError("boom")
+
+    agreed = _error_from_record(_failure_record(refused), 0, "preparing the init")
+    crashed = _error_from_record(_failure_record(failed), 1, "preparing the init")
+    cut_short = _error_from_record(_failure_record(refused)[:20], 0, "preparing the init")
+
+    assert type(agreed) is OutputExists
+    assert (agreed.parameter, agreed.value) == ("out", "c")
+    assert agreed.problem == refused.problem + " (process 0, while preparing the init)"
+    assert type(crashed) is RuntimeFailure
+    assert crashed.problem == "ValueError: boom (process 1, while preparing the init)"
+    assert type(cut_short) is RuntimeFailure

@@ -21,10 +21,9 @@ import pytest
 from icnn_cli.checkpoint import metadata_files
 from icnn_cli.checkpoint.layout import locate
 from icnn_cli.checkpoint.reader import CheckpointReader
-from tests.helpers import REPO
+from tests.helpers import FOREIGN, FOREIGN_MANIFEST, REPO
 
-FOREIGN = REPO / "tests" / "data" / "golden" / "foreign"
-MANIFEST = json.loads((FOREIGN / "MANIFEST.json").read_text())["fixtures"]
+MANIFEST = FOREIGN_MANIFEST
 GOLDEN_JSON = FOREIGN / "inspect-json"
 # ICNN_UPDATE_GOLDEN=1 pytest tests/test_foreign_checkpoints.py rewrites the golden JSON.
 UPDATE = os.environ.get("ICNN_UPDATE_GOLDEN") == "1"

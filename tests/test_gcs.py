@@ -7,6 +7,7 @@ marked slow. Each test uses a prefix of its own in the session's emulator.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from icnn_cli.checkpoint.storage import storage_path
+from icnn_cli.errors import UnsupportedStorage
 from tests.gcs_emulator import GcsEmulator
 from tests.gcs_fixtures import forget_cached_filesystems
 from tests.helpers import ICNN, run_icnn, tiny_model
@@ -312,9 +315,28 @@ def test_a_scheme_neither_orbax_nor_tensorstore_reach_is_refused(icnn) -> None:
 
     assert result.exit_code == 2
     assert result.stderr == (
-        "icnn: error: ftp://host/ckpt: icnn reads and writes local paths and gs://, s3://, "
-        "not ftp://\n"
+        "icnn: error: ftp://host/ckpt: icnn reads and writes local paths and gs://, not ftp://\n"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs installed here")
+@pytest.mark.parametrize("command", ["inspect", "verify", "diff"])
+@pytest.mark.parametrize("url", ["s3://b/x", "s3://bucket/ckpt"])
+def test_s3_without_its_package_is_one_line_before_any_library_sees_it(command, url) -> None:
+    # In a real process: tensorstore's s3 driver writes absl lines to fd 2 itself.
+    result = run_icnn(command, url, *([url] if command == "diff" else []))
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"icnn: error: {url}: icnn reads and writes local paths and gs://, not s3:// "
+        "(s3:// needs the s3fs package)\n"
+    )
+
+
+def test_an_unsupported_scheme_is_unsupported_storage() -> None:
+    with pytest.raises(UnsupportedStorage):
+        storage_path("hdfs://namenode/ckpt")
 
 
 # --- real processes: what reaches the terminal, and kills -------------------------------------

@@ -20,8 +20,8 @@ from icnn_cli.checkpoint.provenance import provenance_of
 from icnn_cli.checkpoint.spec import CheckpointSpec, SampleSpec
 from icnn_cli.records import Summary
 from icnn_cli.units import format_bytes
-from tests.helpers import ALL_GOLDEN, GOLDEN, plain_text, tiny_model
-from tests.test_foreign_checkpoints import FOREIGN, MANIFEST
+from tests.helpers import ALL_GOLDEN, FOREIGN, GOLDEN, plain_text, tiny_model
+from tests.helpers import FOREIGN_MANIFEST as MANIFEST
 
 FIXTURES = [GOLDEN / name for name in ALL_GOLDEN] + [FOREIGN / name for name in MANIFEST]
 LABEL_AND_TEXT = re.compile(r"^(\S+(?: \S+)*) {2,}(.*?)\s*$")

@@ -238,3 +238,17 @@ def test_a_cut_module_says_how_many_of_its_leaves_carry_each_flag(icnn, tmp_path
             "flags": {"all_zero": 2},
         }
     ]
+
+
+def test_zero_biases_at_init_are_described_as_expected(icnn):
+    from tests.helpers import GOLDEN
+
+    with_stats = icnn("inspect", GOLDEN / "icnn_tiny", "--stats").stdout
+    as_markdown = icnn("inspect", GOLDEN / "icnn_tiny", "--stats", "--format", "md").stdout
+    without_stats = icnn("inspect", GOLDEN / "icnn_tiny").stdout
+
+    note = "all_zero: only zeros, as expected at init for biases"
+    assert "bias            (3,)       float32       9   36 B         0" in with_stats
+    assert note in with_stats.splitlines()[-1]
+    assert note in as_markdown
+    assert "all_zero" not in without_stats

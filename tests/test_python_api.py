@@ -128,7 +128,7 @@ def test_out_refuses_an_existing_checkpoint_unless_force(write_config, tmp_path)
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ({"model": {"dim_data": 2}}, "<mapping>: model.dim_hidden"),
+        ({"model": {"dim_data": 2}}, "<mapping>: model: missing required key 'dim_hidden'"),
         ("model:\n  dim_data: 2\n  dim_hiden: [8]\n", "<yaml text>:3"),
         ("no-such-config.yaml", "no-such-config.yaml"),
         (42, "expected a path, YAML text, a mapping or an IcnnConfig"),

@@ -86,8 +86,11 @@ def test_a_disk_too_small_is_refused_with_the_numbers(icnn, write_config, tmp_pa
     out = tmp_path / "new" / "ckpt"  # not there yet: its nearest existing ancestor counts
     result = icnn("init", "-c", config, "--out", out)
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"icnn: error: --out {out}: the checkpoint needs ~1.")
-    assert "MiB, 4.0 KiB free on /" in result.stderr
+    assert (
+        result.stderr
+        == f"icnn: error: --out {out}: the checkpoint needs ~40.8 KiB, 4.0 KiB free on /\n"
+    )
+    assert "KiB, 4.0 KiB free on /" in result.stderr
     assert not (tmp_path / "new").exists()
 
 
@@ -98,7 +101,7 @@ def test_dry_run_shows_both_figures(icnn, write_config, tmp_path, monkeypatch):
     result = icnn("init", "-c", config, "--out", tmp_path / "ckpt", "--dry-run")
     assert result.exit_code == 0, result.stderr  # a dry run shows, and refuses nothing
     lines = {line.split("  ")[0]: line for line in result.stdout.splitlines()[:6]}
-    assert "GiB at its peak; 22.0 GiB available (host memory)" in lines["peak memory"]
+    assert "GiB; 22.0 GiB available (host memory)" in lines["peak memory"]
     assert "~37.3 GiB; 5.0 GiB free on /" in lines["checkpoint"]
     result = icnn("init", "-c", config, "--out", tmp_path / "ckpt", "--dry-run", "--json")
     figures = json.loads(result.stdout)["resources"]

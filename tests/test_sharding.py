@@ -132,7 +132,12 @@ def test_mesh_of_one_device_gives_the_plain_init_and_shows_the_layout(icnn, writ
 @pytest.mark.parametrize(
     ("args", "sharding", "message"),
     [
-        (["--mesh", "2"], {}, "--mesh 2: needs 2 devices, but JAX sees 1 cpu device(s)"),
+        (
+            ["--mesh", "2"],
+            {},
+            "--mesh 2: needs 2 devices, but JAX sees 1 cpu device(s) in this process (on CPU, "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=2 gives 2 devices)",
+        ),
         (["--mesh", "8"], {"axes": ["a", "b"]}, "--mesh 8: sharding.axes: 2 names for a mesh"),
         (["--mesh", "2x"], {}, "--mesh 2x: expected positive sizes joined by 'x'"),
         (["--coordinator", "nohost"], {}, "--coordinator nohost: expected HOST:PORT"),

@@ -35,6 +35,11 @@ NO_JAX_SUBPROCESS = {
     "test_completion.py::test_option_values_and_commands_are_completed",
     "test_completion.py::test_checkpoint_arguments_fall_back_to_path_completion",
     "test_completion.py::test_completion_imports_no_jax",
+    # --show-completion/--install-completion SHELL print or write the script while the
+    # command line is parsed (eager options), from sh and bash.
+    "test_completion.py::test_show_completion_prints_the_script_of_the_shell_named",
+    "test_completion.py::test_install_completion_installs_for_the_shell_named",
+    "test_completion.py::test_a_shell_icnn_has_no_script_for_is_one_line",
     # --item names come from the checkpoint's layout files (checkpoint.layout), no JAX.
     "test_completion.py::test_item_values_are_completed_once_wired_to_item",
     # `python -m icnn_cli --version` (test_startup checks --version imports nothing heavy).

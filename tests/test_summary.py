@@ -300,6 +300,8 @@ def test_golden_stats_show_flags_and_collapsed_rows_count_them():
         "    └── bias     (2,)   float32       2    8 B     0      0    0    0   0%  all_zero\n"
         "\n"
         "total: 6 params, 24 B in 3 arrays\n"
+        # a zero bias at init is no fault: the flag says so
+        "all_zero: only zeros, as expected at init for biases and for kernels the init zeroes\n"
     )
 
 

@@ -57,7 +57,7 @@ def test_out_template_and_plain_progress_lines(icnn, config, tmp_path):
         f"icnn: [1/2] seed 3 written: {tmp_path / 'run-3' / 'ckpt'}",
         f"icnn: [2/2] seed 5 written: {tmp_path / 'run-5' / 'ckpt'}",
     ]
-    assert "2 checkpoints (2 written, 0 skipped)" in result.stdout
+    assert "2 checkpoints (2 written), " in result.stdout
 
 
 @pytest.mark.slow
@@ -101,8 +101,29 @@ def test_existing_seed_checkpoint_is_refused_before_any_work(icnn, config, tmp_p
     result = icnn("init", "-c", config, "--seeds", "0:4", "--out", out)
 
     assert result.exit_code == 2
-    assert "--out" in result.stderr and "seed-2: already exists" in result.stderr
+    assert result.stderr == (
+        f"icnn: error: --out {out / 'seed-2'}: 1 of the 4 seeds' checkpoints exists already; "
+        "pass --resume to keep it and write the rest, or --force to replace it\n"
+    )
     assert sorted(path.name for path in out.iterdir()) == ["seed-2"]
+
+
+def test_a_sweep_over_existing_output_counts_it_and_names_both_ways_on(icnn, config, tmp_path):
+    out = tmp_path / "runs"
+    assert icnn("init", "-c", config, "--seeds", "0:3", "--out", out).exit_code == 0
+
+    refused = icnn("init", "-c", config, "--seeds", "0:8", "--out", out)
+    forced = icnn("init", "-c", config, "--seeds", "0:2", "--out", out, "--force")
+
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"icnn: error: --out {out}: 3 of the 8 seeds' checkpoints exist already (the first: "
+        f"{out / 'seed-0'}); pass --resume to keep them and write the rest, or --force to "
+        "replace them\n"
+    )
+    assert forced.exit_code == 0, forced.stderr
+    assert "2 checkpoints (2 replaced), " in forced.stdout
+    assert [line.split()[1] for line in forced.stdout.splitlines()[1:3]] == ["replaced"] * 2
 
 
 @pytest.mark.parametrize(

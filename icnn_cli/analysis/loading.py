@@ -23,6 +23,7 @@ from icnn_cli.checkpoint.storage import StoragePath, storage_path
 from icnn_cli.config import IcnnConfig, ModelConfig
 from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint, param
 from icnn_cli.tree_paths import flatten_with_paths
+from icnn_cli.validation_errors import describe_validation_error
 
 NPY_HEADER_BYTES = 1 << 16  # numpy caps .npy headers far below this
 MAX_SAMPLE_ITEMSIZE = 16  # bytes per value of the widest float dtype
@@ -34,11 +35,8 @@ def spec_config(spec: CheckpointSpec, path: StoragePath) -> IcnnConfig:
     try:
         return IcnnConfig.model_validate(spec.config)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        field = ".".join(map(str, first["loc"]))
-        raise DamagedCheckpoint(
-            f"{path}: embedded config is invalid: {field}: {first['msg']}"
-        ) from None
+        problems = describe_validation_error(error, IcnnConfig, data=spec.config)
+        raise DamagedCheckpoint(f"{path}: embedded config is invalid: {problems}") from None
 
 
 def recorded_samples(spec: CheckpointSpec, dim_data: int) -> tuple[Any, Any] | None:

@@ -183,9 +183,11 @@ def _remove(path: Any) -> None:
 @contextlib.contextmanager
 def _write_failures_reported(target: Any) -> Any:
     """Orbax's and tensorstore's failures while writing to a bucket, in one line (exit 1)."""
+    from icnn_cli.distributed import AgreedFailure
+
     try:
         yield
-    except IcnnError:
+    except (IcnnError, AgreedFailure):  # worded already (and, if agreed, by every process)
         raise
     except Exception as error:
         plain = remote_failure(error, target, parameter="out")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icnn_cli.errors import DamagedCheckpoint
+from icnn_cli.validation_errors import describe_validation_error
 
 SPEC_FORMAT = "icnn-spec/1"
 METADATA_KEY = "icnn"
@@ -83,8 +84,5 @@ def parse_spec(custom_metadata: Any, where: str) -> CheckpointSpec | None:
     try:
         return CheckpointSpec.model_validate(raw)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise DamagedCheckpoint(
-            f"{where}: embedded icnn spec is damaged: {field}: {first['msg']}"
-        ) from None
+        problems = describe_validation_error(error, CheckpointSpec, data=raw)
+        raise DamagedCheckpoint(f"{where}: embedded icnn spec is damaged: {problems}") from None

@@ -10,7 +10,9 @@ is given, tensorstore's kvstore spec) are the functions here.
 
 A scheme is accepted when both Orbax's path type and tensorstore reach it:
 ``gs://`` (gcsfs and tensorstore's ``gcs`` driver) and ``s3://`` (s3fs, which
-icnn does not install, and tensorstore's ``s3`` driver).
+icnn does not install, and tensorstore's ``s3`` driver). Any other scheme, and
+``s3://`` without s3fs, is refused by its name before a library sees the URL
+(tensorstore's ``s3`` driver logs a page of AWS config lookups on its own).
 
 Example::
 
@@ -30,7 +32,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from icnn_cli.errors import IcnnError, NotACheckpoint, StorageFailure, UsageError, first_line
+from icnn_cli.errors import (
+    IcnnError,
+    NotACheckpoint,
+    StorageFailure,
+    UnsupportedStorage,
+    UsageError,
+    first_line,
+)
 
 if TYPE_CHECKING:
     from etils import epath
@@ -42,6 +51,8 @@ for a URL (both share the methods the reading side uses; see the module's docstr
 URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<bucket>[^/]*)/?(?P<key>.*)$")
 # scheme -> tensorstore kvstore driver, for the schemes etils.epath also reaches
 KVSTORE_DRIVERS = {"gs": "gcs", "s3": "s3"}
+# scheme -> the fsspec package etils.epath needs for it (gcsfs is a dependency of icnn)
+FILESYSTEM_PACKAGES = {"gs": "gcsfs", "s3": "s3fs"}
 # Requests tensorstore retries before giving up (its default keeps a closed port busy
 # for minutes); gcsfs retries 6 times, about 33 s, and has no setting for it.
 PROBE_RETRIES = {"max_retries": 2, "initial_delay": "100ms", "max_delay": "500ms"}
@@ -75,10 +86,15 @@ def storage_path(location: str | os.PathLike[str]) -> StoragePath:
     scheme = match.group("scheme").lower()
     if scheme == "file":
         return Path(text[len("file://") :])
-    if scheme not in KVSTORE_DRIVERS:
-        supported = ", ".join(f"{name}://" for name in KVSTORE_DRIVERS)
-        raise IcnnError(
-            f"{text}: icnn reads and writes local paths and {supported}, not {scheme}://"
+    if scheme not in supported_schemes():
+        supported = ", ".join(f"{name}://" for name in supported_schemes())
+        missing = (
+            f" ({scheme}:// needs the {FILESYSTEM_PACKAGES[scheme]} package)"
+            if scheme in FILESYSTEM_PACKAGES
+            else ""
+        )
+        raise UnsupportedStorage(
+            f"{text}: icnn reads and writes local paths and {supported}, not {scheme}://{missing}"
         )
     if not match.group("bucket"):
         raise IcnnError(f"{text}: names no bucket ({scheme}://BUCKET/PATH)")
@@ -86,6 +102,17 @@ def storage_path(location: str | os.PathLike[str]) -> StoragePath:
     root = text.rstrip("/")
     _listings[root] = _Listing(root)  # a new command lists afresh
     return _listed_path_class()(root)
+
+
+def supported_schemes() -> list[str]:
+    """The URL schemes this installation reads and writes: those whose package is here."""
+    import importlib.util
+
+    return [
+        scheme
+        for scheme, package in FILESYSTEM_PACKAGES.items()
+        if importlib.util.find_spec(package) is not None
+    ]
 
 
 def is_remote(path: Any) -> bool:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import StrEnum
 from typing import Annotated, Any, cast
 
 import typer
+import typer.completion
 
 from icnn_cli.cli.check_command import check
 from icnn_cli.cli.config_command import config_app
 from icnn_cli.cli.diff_command import diff
-from icnn_cli.cli.errors import INTERRUPTED, debug_enabled, set_debug
+from icnn_cli.cli.errors import INTERRUPTED, debug_enabled, print_traceback, set_debug
+from icnn_cli.cli.help_style import IcnnCommand, IcnnGroup
 from icnn_cli.cli.init_command import init
 from icnn_cli.cli.inspect_command import inspect
 from icnn_cli.cli.output import Output
@@ -25,19 +28,23 @@ from icnn_cli.cli.verify_command import verify
 
 app = typer.Typer(
     name="icnn",
+    cls=IcnnGroup,
     help="Initialise and inspect checkpoints of input convex neural networks (OTT-JAX ICNN).",
     no_args_is_help=True,
-    add_completion=True,
+    # Typer's own completion options detect the shell running icnn (sh in a Dockerfile
+    # RUN or a Makefile recipe: "Shell sh not supported") and ignore the one named;
+    # the root below declares them taking the shell by name.
+    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command()(init)
-app.command()(inspect)
-app.command()(schema)
-app.command()(check)
-app.command()(diff)
-app.command()(verify)
-app.command()(plot)
+app.command(cls=IcnnCommand)(init)
+app.command(cls=IcnnCommand)(inspect)
+app.command(cls=IcnnCommand)(schema)
+app.command(cls=IcnnCommand)(check)
+app.command(cls=IcnnCommand)(diff)
+app.command(cls=IcnnCommand)(verify)
+app.command(cls=IcnnCommand)(plot)
 app.add_typer(config_app)
 
 
@@ -49,10 +56,37 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class Shell(StrEnum):
+    """The shells Typer writes completion scripts for."""
+
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+    powershell = "powershell"
+
+
+SHELL_NAMES = ", ".join(Shell)
+
+# What add_completion=True would do: register Typer's completion classes, which answer
+# the _ICNN_COMPLETE=complete_bash protocol that the printed scripts speak.
+# Typer re-exports it from its completion module without listing it in __all__.
+typer.completion.completion_init()  # pyright: ignore[reportPrivateImportUsage]
+
+
+def _show_completion(context: typer.Context, parameter: Any, shell: Shell | None) -> None:
+    if shell is not None and not context.resilient_parsing:
+        typer.completion.show_callback(context, parameter, shell.value)
+
+
+def _install_completion(context: typer.Context, parameter: Any, shell: Shell | None) -> None:
+    if shell is not None and not context.resilient_parsing:
+        typer.completion.install_callback(context, parameter, shell.value)
+
+
 @app.callback()
 def root(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
+        bool, typer.Option("--debug", help="Also show the full traceback when a command fails.")
     ] = False,
     version: Annotated[
         bool,
@@ -60,6 +94,28 @@ def root(
             "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    install_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--install-completion",
+            callback=_install_completion,
+            is_eager=True,
+            expose_value=False,
+            metavar="SHELL",
+            help=f"Install completion for the shell named ({SHELL_NAMES}) in its startup files.",
+        ),
+    ] = None,
+    show_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--show-completion",
+            callback=_show_completion,
+            is_eager=True,
+            expose_value=False,
+            metavar="SHELL",
+            help=f"Print the completion script for the shell named ({SHELL_NAMES}).",
+        ),
+    ] = None,
 ) -> None:
     """Initialise and inspect checkpoints of input convex neural networks (OTT-JAX ICNN)."""
     set_debug(debug)
@@ -107,14 +163,41 @@ def main() -> None:
 
 
 def _report_usage_error(error: Any) -> int:
-    """One line instead of Typer's boxed usage panel: bad flags are bad input like any other."""
+    """One line instead of Typer's boxed usage panel: bad flags are bad input like any other.
+
+    ``--debug`` shows the traceback first; the line and the exit code stay the same.
+    """
     if debug_enabled():
-        raise error
+        print_traceback(error)
     if not error.format_message():
         return error.exit_code  # a bare ``icnn``: the help has been printed
+    _in_user_words(error)
     context = getattr(error, "ctx", None)
     command = f"{context.command_path}: ".removeprefix("icnn ") if context is not None else ""
     command = "" if command == "icnn: " else command
     hint = f" (see '{context.command_path} --help')" if context is not None else ""
-    Output.error(f"{command}{error.format_message()}{hint}")
+    message = error.format_message()
+    global_option = next(
+        (name for name in GLOBAL_OPTIONS if f"No such option: {name}" in message), None
+    )
+    if global_option is not None and command:
+        hint = (
+            f" ({global_option} is a global option: put it before the command, "
+            f"'icnn {global_option} {command.removesuffix(': ')} ...')"
+        )
+    Output.error(f"{command}{message}{hint}")
     return error.exit_code
+
+
+GLOBAL_OPTIONS = ("--debug", "--version", "--show-completion", "--install-completion")
+"""The root's options: given after a command, the error says where they go."""
+
+
+def _in_user_words(error: Any) -> None:
+    """A flag value refused by Typer's pydantic coercion, reworded as config errors are."""
+    cause = error.__cause__
+    if type(cause).__name__ != "ValidationError" or not hasattr(error, "message"):
+        return
+    from icnn_cli.validation_errors import problem_texts
+
+    error.message = "; ".join(problem_texts(cause))

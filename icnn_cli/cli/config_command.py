@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from icnn_cli.cli.errors import reported_errors
+from icnn_cli.cli.help_style import IcnnCommand, IcnnGroup
 
 config_app = typer.Typer(
     name="config",
+    cls=IcnnGroup,
     help="Make config files from the schema.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -28,7 +30,7 @@ def _parse_dim_hidden(text: str) -> list[int]:
         ) from None
 
 
-@config_app.command()
+@config_app.command(cls=IcnnCommand)
 def new(
     dim_data: Annotated[
         int, typer.Option(help="Data dimensionality (model.dim_data).", show_default=True)
@@ -43,17 +45,16 @@ def new(
         bool | None,
         typer.Option(
             "--pos-weights/--no-pos-weights",
-            help="Set model.pos_weights (rectified non-negative w_zs kernels); left out: OTT's "
-            "default (off).",
-            show_default=False,
+            help="Set model.pos_weights (rectified non-negative w_zs kernels).",
+            show_default="left out: OTT's, off",
         ),
     ] = None,
     gaussian_map: Annotated[
         tuple[str, str] | None,
         typer.Option(
             metavar="SOURCE TARGET",
-            help="Gaussian-map init from two .npy sample files (model.gaussian_map_samples), "
-            "read relative to the config file.",
+            help="Gaussian-map init from two .npy sample files, read relative to the config "
+            "file; sets gaussian_map_samples in model.",
             show_default=False,
         ),
     ] = None,

@@ -1,9 +1,11 @@
-"""Map exceptions to one line on stderr and an exit code; ``--debug`` shows the traceback."""
+"""Map exceptions to one line on stderr and an exit code; ``--debug`` adds the traceback."""
 
 from __future__ import annotations
 
 import contextlib
 import shlex
+import sys
+import traceback
 from collections.abc import Iterator
 
 import typer
@@ -45,6 +47,11 @@ def debug_enabled() -> bool:
     return _settings["debug"]
 
 
+def print_traceback(error: BaseException) -> None:
+    """``--debug``: the traceback on stderr, before the usual line and exit code."""
+    traceback.print_exception(error, file=sys.stderr)
+
+
 @contextlib.contextmanager
 def reported_errors() -> Iterator[None]:
     """Run a command body; turn failures into ``icnn: error: ...`` and an exit code."""
@@ -54,7 +61,7 @@ def reported_errors() -> Iterator[None]:
         raise
     except IcnnError as error:
         if debug_enabled():
-            raise
+            print_traceback(error)
         Output.error(cli_message(error))
         raise typer.Exit(exit_code_of(error)) from None
     except KeyboardInterrupt:
@@ -62,7 +69,7 @@ def reported_errors() -> Iterator[None]:
         raise typer.Exit(INTERRUPTED) from None
     except Exception as error:
         if debug_enabled():
-            raise
+            print_traceback(error)
         plain = remote_failure(error)
         if plain is not None:  # gcsfs / google-auth: a bucket, credentials, the network
             Output.error(cli_message(plain))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from icnn_cli.cli.errors import reported_errors
+from icnn_cli.cli.errors import cli_message, reported_errors
 from icnn_cli.cli.options import JsonOpt
 from icnn_cli.cli.output import Output
 
@@ -41,8 +41,8 @@ def init(
     out: Annotated[
         str | None,
         typer.Option(
-            help="Checkpoint directory to create, or a gs:// URL; overrides 'output' "
-            "(default ckpt)."
+            help="Checkpoint directory to create, or a gs:// URL; overrides the config's 'output'.",
+            show_default="the config's output, ckpt",
         ),
     ] = None,
     force: Annotated[
@@ -51,7 +51,7 @@ def init(
     ] = False,
     platform: Annotated[
         Platform | None,
-        typer.Option(help="JAX backend to run the init on (default: JAX's default backend)."),
+        typer.Option(help="JAX backend to run the init on.", show_default="JAX's default backend"),
     ] = None,
     dry_run: Annotated[
         bool,
@@ -159,6 +159,8 @@ def _init(output: Output, request: InitRequest, group: ProcessGroup) -> None:
         with output.status("Initialising ICNN (jit compile + init + save)…"):
             result = run_init(request)
         primary = processes.is_primary()
+    if primary and result.refusal is not None:
+        Output.warn(f"the run without --dry-run would be refused: {cli_message(result.refusal)}")
     if primary:
         output.result(result.summary.as_json(), lambda: render_table(result.summary))
 
@@ -166,14 +168,17 @@ def _init(output: Output, request: InitRequest, group: ProcessGroup) -> None:
 def _with_mesh(config: IcnnConfig, text: str) -> IcnnConfig:
     from pydantic import ValidationError
 
-    from icnn_cli.errors import IcnnError
+    from icnn_cli.errors import UsageError
     from icnn_cli.sharding import parse_mesh
+    from icnn_cli.validation_errors import problems_of
 
     try:
         return config.with_mesh(parse_mesh(text))
     except ValidationError as error:
-        message = str(error.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
-        raise IcnnError(f"--mesh {text}: sharding.{message}") from None
+        problem = problems_of(error)[0]
+        raise UsageError(
+            f"sharding.{problem.field}: {problem.text}", parameter="mesh", value=text
+        ) from None
 
 
 def _check_flag_combinations(

@@ -71,8 +71,8 @@ def inspect(
         typer.Option(
             "--step",
             help="When PATH is a root of steps (Orbax CheckpointManager, v1 training "
-            "Checkpointer): inspect this step (default: the latest).",
-            show_default=False,
+            "Checkpointer): inspect this step.",
+            show_default="the latest",
         ),
     ] = None,
     item: Annotated[
@@ -103,7 +103,7 @@ def inspect(
     ] = False,
     probe: Annotated[
         int | None,
-        typer.Option("--probe", help="Probe batch size for --health (default 256)."),
+        typer.Option("--probe", help="Probe batch size for --health.", show_default="256"),
     ] = None,
     json_output: JsonOpt = False,
 ) -> None:

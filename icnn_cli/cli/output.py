@@ -27,17 +27,30 @@ def make_console(stream: Any) -> Any:
     from rich.console import Console
 
     if is_plain(stream):
-        width = int(os.environ.get("COLUMNS", PLAIN_WIDTH))
-        return Console(
+        console = Console(
             file=stream,
             color_system=None,
             no_color=True,
             highlight=False,
             force_terminal=False,
-            width=width,
             soft_wrap=False,
         )
+        if "COLUMNS" not in os.environ:  # rich reads COLUMNS itself (and ignores a bad one)
+            console.width = PLAIN_WIDTH
+        return console
     return Console(file=stream, highlight=False)
+
+
+def print_plain(console: Any, renderable: Any) -> None:
+    """Print as rich lays it out, each line ended at its last character.
+
+    Rich pads table rows and headers to the width; in a pipe or a file those runs of
+    spaces are noise (``cat -A``, ``diff``, golden files).
+    """
+    with console.capture() as captured:
+        console.print(renderable)
+    lines = captured.get().splitlines()
+    console.file.write("".join(line.rstrip() + "\n" for line in lines))
 
 
 class Output:
@@ -63,7 +76,11 @@ class Output:
         elif self.markdown_mode and markdown is not None:
             sys.stdout.write(markdown())
         else:
-            make_console(sys.stdout).print(render())
+            console = make_console(sys.stdout)
+            if is_plain(sys.stdout):
+                print_plain(console, render())
+            else:
+                console.print(render())
 
     def status(self, message: str) -> Any:
         """A spinner on a terminal's stderr while long work runs (a no-op elsewhere)."""

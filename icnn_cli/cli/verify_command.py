@@ -25,7 +25,8 @@ def verify(
         typer.Option(
             "--atol",
             min=0.0,
-            help="Accept re-run values within this absolute difference (default: bit for bit).",
+            help="Accept re-run values within this absolute difference.",
+            show_default="0, bit for bit",
         ),
     ] = None,
     json_output: JsonOpt = False,

@@ -192,8 +192,12 @@ def _short(fingerprint: str) -> str:
 def render_sweep(result: SweepResult) -> Any:
     """One row per checkpoint and a total line."""
     data = result.as_json()
+    counts = ", ".join(
+        f"{data[status]} {status}" for status in ("written", "replaced", "skipped") if data[status]
+    )
+    count = len(result.items)
     total = (
-        f"{len(result.items)} checkpoints ({data['written']} written, {data['skipped']} skipped), "
+        f"{count} checkpoint{'s' * (count != 1)} ({counts}), "
         f"{data['total_params']:,} params ({format_bytes(data['total_bytes'])}) each"
     )
     return _group(rich_table(SWEEP_COLUMNS, result.items), _text(""), _text(total, "bold"))

@@ -24,7 +24,7 @@ from icnn_cli.records import (
     format_bytes,
     summary_rows,
 )
-from icnn_cli.records.leaves import LeafStats
+from icnn_cli.records.leaves import ZEROS_FLAG, LeafStats
 from icnn_cli.render.table import (
     Cell,
     Column,
@@ -133,7 +133,7 @@ def dry_run_lines(dry_run: DryRun, figures: ResourceEstimate | None) -> list[Hea
     )
     return [
         *lines,
-        ("peak memory", f"~{format_bytes(figures.peak_bytes)} at its peak; {available}"),
+        ("peak memory", f"~{format_bytes(figures.peak_bytes)}; {available}"),
         ("checkpoint", f"~{format_bytes(figures.checkpoint_bytes)}; {free}"),
     ]
 
@@ -248,6 +248,17 @@ def total_line(summary: Summary) -> str:
     )
 
 
+ZEROS_NOTE = (
+    f"{ZEROS_FLAG}: only zeros, as expected at init for biases and for kernels the init zeroes"
+)
+
+
+def flag_notes(summary: Summary) -> list[str]:
+    """What the flags shown mean, when one of them is expected rather than a fault."""
+    zero = any(leaf.stats is not None and ZEROS_FLAG in leaf.stats.flags for leaf in summary.leaves)
+    return [ZEROS_NOTE] if zero else []
+
+
 def _item_content(item: ItemRecord) -> str:
     if item.keys is not None:
         return f"keys: {', '.join(item.keys)}"
@@ -278,6 +289,7 @@ def render_table(summary: Summary, *, expand: bool = False, max_depth: int | Non
             ),
             Text(""),
             Text(visible(total_line(summary)), style="bold"),
+            *(Text(note) for note in flag_notes(summary)),
         ]
     if summary.items:
         parts += [Text(""), rich_table(ITEM_COLUMNS, summary.items)]
@@ -294,6 +306,7 @@ def render_markdown(summary: Summary, *, expand: bool = False, max_depth: int | 
         rows = summary_rows(summary.leaves, expand=expand, max_depth=max_depth)
         lines += ["", *markdown_table(tree_columns(summary), rows)]
         lines += ["", f"**{markdown_text(total_line(summary))}**"]
+        lines += [f"\n{markdown_text(note)}" for note in flag_notes(summary)]
     if summary.items:
         lines += ["", *markdown_table(ITEM_COLUMNS, summary.items)]
     return "\n".join(lines) + "\n"
