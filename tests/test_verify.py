@@ -284,6 +284,7 @@ def mixed_runs(tmp_path_factory):
 
 def test_many_checkpoints_give_the_reports_of_one_by_one(icnn, mixed_runs, monkeypatch):
     from icnn_cli import pipeline
+    from icnn_cli.analysis import verify
 
     prepared = []
     prepare = pipeline.prepare_init_with_samples
@@ -295,9 +296,11 @@ def test_many_checkpoints_give_the_reports_of_one_by_one(icnn, mixed_runs, monke
 
     result, report = verify_json(icnn, *mixed_runs)
     alone = [verify_json(icnn, path)[1]["checkpoints"][0] for path in mixed_runs]
+    monkeypatch.setattr(verify, "READ_AHEAD_BYTES", 0)  # none read ahead: each streamed
+    streamed = verify_json(icnn, *mixed_runs)[1]
 
     assert result.exit_code == 1
-    assert report["checkpoints"] == alone
+    assert report["checkpoints"] == alone == streamed["checkpoints"]
     assert [checkpoint["path"] for checkpoint in report["checkpoints"]] == list(
         map(str, mixed_runs)
     )
@@ -315,7 +318,7 @@ def test_many_checkpoints_give_the_reports_of_one_by_one(icnn, mixed_runs, monke
     ]
     # one init per architecture for the seven together, then one for each alone
     assert prepared[:2] == [[64, 64], [16]]
-    assert len(prepared) == 2 + len(mixed_runs)
+    assert len(prepared) == 2 + len(mixed_runs) + 2
 
 
 def test_progress_and_summary_go_to_stderr_and_json_stays_one_document(icnn, mixed_runs):

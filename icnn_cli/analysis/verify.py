@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,12 +30,14 @@ from icnn_cli.analysis.compare import bit_identical, value_differences
 from icnn_cli.analysis.loading import missing_sample_file, recorded_samples, spec_config
 from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import Checkpoint, open_checkpoint
+from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
 from icnn_cli.checkpoint.storage import is_remote
 from icnn_cli.errors import IcnnError, is_bad_input
 from icnn_cli.fingerprint import short_fingerprint
 from icnn_cli.model import SampleFile
+from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths
 
 IntegrityStatus = Literal["ok", "damaged", "unreadable", "not recorded"]
@@ -215,19 +217,131 @@ def verify_checkpoints(
     )
     done: dict[int, VerifyReport] = {}
     reruns, current = Reruns(compile_cache), keys[order[0]] if order else None
-    for index in order:
-        if keys[index] != current:  # drop the last group's init before preparing the next
-            reruns, current = Reruns(compile_cache), keys[index]
-        report = verify_checkpoint(paths[index], atol, reruns)
-        done[index] = report
-        if on_report is not None:
-            on_report(report)
-        if fail_fast and not report.ok:
-            break
+    # Checkpoints of a group are read ahead on worker threads while the main thread
+    # re-runs and compares; a checkpoint alone (foreign, damaged) is read where it is
+    # compared, as verify_checkpoint reads it.
+    ahead = [(index, paths[index]) for index in order if keys[index] is not None]
+    window = READ_AHEAD_REMOTE if any_remote(paths) else READ_AHEAD_LOCAL
+    # quiet_absl sets a process-wide level: held here, the readers' own uses nest inside it
+    with quiet_absl(), ReadAhead(ahead, window) as reads:
+        for index in order:
+            if keys[index] != current:  # drop the last group's init before preparing the next
+                reruns, current = Reruns(compile_cache), keys[index]
+            stored = reads.take(index) if keys[index] is not None else None
+            if stored is None:
+                report = verify_checkpoint(paths[index], atol, reruns)
+            else:
+                report = _report(paths[index], stored, atol, reruns)
+            done[index] = report
+            if on_report is not None:
+                on_report(report)
+            if fail_fast and not report.ok:
+                break
     return VerifyOutcome(
         reports=[done[index] for index in sorted(done)],
         not_checked=[str(path) for index, path in enumerate(paths) if index not in done],
     )
+
+
+# Read-ahead: checkpoints read (arrays and fingerprint) before their turn. In object
+# storage every small file is a round trip, so several are read at once; on a local disk
+# one read overlaps the re-run. What is held stays under READ_AHEAD_BYTES; a larger
+# checkpoint is streamed leaf by leaf at its turn instead.
+READ_AHEAD_REMOTE = 8
+READ_AHEAD_LOCAL = 1
+READ_AHEAD_BYTES = 256 << 20
+
+
+def any_remote(paths: list[Path]) -> bool:
+    return any(is_remote(path) for path in paths)
+
+
+@dataclasses.dataclass
+class StoredCheckpoint:
+    """A checkpoint read whole: its reader (fingerprint computed) and every leaf's value,
+    or why it could not be read."""
+
+    reader: CheckpointReader | None
+    arrays: list[tuple[LeafRecord, Any]]
+    unreadable: str | None = None
+
+
+class ReadAhead:
+    """Reads ``(index, path)`` in order on ``window`` threads, at most ``window`` ahead."""
+
+    def __init__(self, items: list[tuple[int, Path]], window: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._items = list(items)
+        self._window = window
+        self._limit = READ_AHEAD_BYTES // (window + 1)
+        self._pool = ThreadPoolExecutor(window) if items and window > 0 else None
+        self._pending: dict[int, Any] = {}
+        self._next = 0
+
+    def __enter__(self) -> ReadAhead:
+        self._fill()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)
+
+    def _fill(self) -> None:
+        while self._pool is not None and self._next < len(self._items):
+            if len(self._pending) > self._window:
+                return
+            index, path = self._items[self._next]
+            self._pending[index] = self._pool.submit(
+                read_consistently, [path], lambda path=path: _read_whole(path, self._limit)
+            )
+            self._next += 1
+
+    def take(self, index: int) -> StoredCheckpoint | None:
+        """The read of ``index``; ``None``: read it at its turn (too large, or a bad input
+        that the caller's own read raises again)."""
+        future = self._pending.pop(index, None)
+        if future is None:
+            return None
+        try:
+            stored = future.result()
+        except IcnnError:
+            stored = None
+        self._fill()
+        return stored
+
+
+def _read_whole(path: Path, limit: int) -> StoredCheckpoint | None:
+    try:
+        reader = CheckpointReader.open(path)
+    except IcnnError as error:
+        if is_bad_input(error):
+            raise
+        return StoredCheckpoint(None, [], error.message)
+    if sum(leaf.nbytes for leaf in reader.leaves) > limit:
+        return None
+    try:
+        arrays = list(reader.arrays())
+    except IcnnError as error:
+        if is_bad_input(error):
+            raise
+        return StoredCheckpoint(reader, [], error.message)
+    return StoredCheckpoint(reader, arrays)
+
+
+def _report(
+    path: Path, stored: StoredCheckpoint, atol: float | None, reruns: Reruns
+) -> VerifyReport:
+    """The report of a checkpoint read ahead: the same as :func:`verify_checkpoint`'s."""
+    reader = stored.reader
+    if reader is None or stored.unreadable is not None:
+        recorded = reader.recorded_fingerprint if reader is not None else None
+        return _unreadable(path, stored.unreadable or "cannot be read", recorded)
+    reproduced, note = _reproduced(reader, path, reruns)
+    comparison = _compare_stored_with(iter(stored.arrays), reproduced, atol)
+    return _finished_report(path, reader, reproduced, note, comparison, atol)
 
 
 PARALLEL_OPENS = 8  # object storage: many small metadata reads, each one round trip
@@ -247,9 +361,8 @@ def open_all(paths: list[Path]) -> list[Checkpoint | None]:
         except IcnnError as error:
             return None if not is_bad_input(error) else error
 
-    remote = sum(is_remote(path) for path in paths)
-    if remote > 1:
-        with ThreadPoolExecutor(min(PARALLEL_OPENS, len(paths))) as pool:
+    if sum(is_remote(path) for path in paths) > 1:
+        with quiet_absl(), ThreadPoolExecutor(min(PARALLEL_OPENS, len(paths))) as pool:
             results = list(pool.map(opened, paths))
     else:
         results = [opened(path) for path in paths]
@@ -366,19 +479,35 @@ def _verify_checkpoint(path: Path, atol: float | None, reruns: Reruns) -> Verify
         if is_bad_input(error):
             raise
         return _unreadable(path, error.message, None)
-    spec = reader.spec
-    reproduced, note = None, "no embedded icnn spec"
-    if spec is not None:
-        try:
-            reproduced, note = reruns.variables(spec, path)
-        except IcnnError as error:  # an embedded config that does not validate
-            note = error.message.removeprefix(f"{path}: ")
+    reproduced, note = _reproduced(reader, path, reruns)
     try:
-        comparison = _compare_stored_with(reader, reproduced, atol)
+        comparison = _compare_stored_with(reader.arrays(), reproduced, atol)
     except IcnnError as error:
         if is_bad_input(error):
             raise
         return _unreadable(path, error.message, reader.recorded_fingerprint)
+    return _finished_report(path, reader, reproduced, note, comparison, atol)
+
+
+def _reproduced(
+    reader: CheckpointReader, path: Path, reruns: Reruns
+) -> tuple[dict[tuple[str, ...], Any] | None, str]:
+    if reader.spec is None:
+        return None, "no embedded icnn spec"
+    try:
+        return reruns.variables(reader.spec, path)
+    except IcnnError as error:  # an embedded config that does not validate
+        return None, error.message.removeprefix(f"{path}: ")
+
+
+def _finished_report(
+    path: Path,
+    reader: CheckpointReader,
+    reproduced: dict[tuple[str, ...], Any] | None,
+    note: str,
+    comparison: Comparison,
+    atol: float | None,
+) -> VerifyReport:
     return VerifyReport(
         path=str(path),
         integrity=_integrity(reader),
@@ -474,12 +603,15 @@ class Comparison:
 
 
 def _compare_stored_with(
-    reader: CheckpointReader, reproduced: dict[tuple[str, ...], Any] | None, atol: float | None
+    stored_arrays: Iterator[tuple[LeafRecord, Any]],
+    reproduced: dict[tuple[str, ...], Any] | None,
+    atol: float | None,
 ) -> Comparison:
-    """Stream the stored arrays (computing their fingerprint) and compare each with the re-run."""
+    """Compare each stored array (from :meth:`CheckpointReader.arrays`, which computes the
+    fingerprint as it streams them) with the re-run."""
     comparison = Comparison()
     seen = set()
-    for leaf, stored in reader.arrays():
+    for leaf, stored in stored_arrays:
         seen.add(leaf.path)
         if reproduced is None:
             continue
