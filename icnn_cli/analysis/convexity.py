@@ -234,16 +234,20 @@ def _gap_functions(module: Any, variables: Any) -> tuple[Any, Any, Any]:
     )
 
 
-def _random_pairs(key: Any, low: Any, high: Any, count: int) -> tuple[Any, Any, Any]:
-    import jax
-    import jax.numpy as jnp
+def _random_pairs(
+    seed: int, box_index: int, chunk_index: int, low: Any, high: Any, count: int
+) -> tuple[Any, Any, Any]:
+    """``count`` chords in the box, from numpy's generator: drawing them with
+    ``jax.random`` compiled a threefry program per chunk shape, 3 s of a cold check."""
+    import numpy as np
 
-    key_x, key_y, key_t = jax.random.split(key, 3)
-    x = jax.random.uniform(key_x, (count, low.shape[0]), minval=low, maxval=high)
-    y = jax.random.uniform(key_y, (count, low.shape[0]), minval=low, maxval=high)
+    generator = np.random.default_rng([seed, box_index, chunk_index])
+    dim_data = np.asarray(low).shape[0]
+    x = generator.uniform(low, high, (count, dim_data)).astype(np.float32)
+    y = generator.uniform(low, high, (count, dim_data)).astype(np.float32)
     # half midpoint tests, half chords at a random t
-    t = jax.random.uniform(key_t, (count,), minval=T_RANGE[0], maxval=T_RANGE[1])
-    t = jnp.where(jnp.arange(count) % 2 == 0, 0.5, t)
+    t = generator.uniform(*T_RANGE, count).astype(np.float32)
+    t[::2] = 0.5
     return x, y, t
 
 
@@ -286,6 +290,22 @@ def _refine(gap_gradient: Any, gap_batch: Any, candidates: dict[str, Any], steps
     return final
 
 
+def _padded(gap_batch: Any, batch: int, x: Any, y: Any, t: Any) -> tuple[Any, Any]:
+    """``gap_batch`` of fewer than ``batch`` chords, evaluated at the shape it was compiled
+    for (rows repeated), so a last short chunk or the final recomputation of the winner
+    compiles nothing new; the gaps of the given rows come back."""
+    import numpy as np
+
+    count = len(t)
+    if count == batch:
+        return gap_batch(x, y, t)
+    repeat = -(-batch // count)
+    gap, tolerance = gap_batch(
+        *(np.concatenate([np.asarray(value)] * repeat)[:batch] for value in (x, y, t))
+    )
+    return gap[:count], tolerance[:count]
+
+
 def _hessian_candidates(
     hessian_batch: Any, points: Any, box_of_point: Any, boxes: Sequence[SearchBox]
 ) -> tuple[float, list[tuple[Any, Any, float, int]]]:
@@ -325,20 +345,18 @@ def search_counterexample(
 
     gap_batch, gap_gradient, hessian_batch = _gap_functions(module, variables)
     dim_data = int(np.asarray(boxes[0].low).shape[0])
-    master = jax.random.key(seed)
     rows: list[tuple[Any, Any, float, int]] = []
     hessian_points, hessian_boxes = [], []
     tested = 0
-    random_pairs = jax.jit(_random_pairs, static_argnums=3)
+    batch = min(CHUNK_PAIRS, samples)  # every chunk is evaluated at this one compiled shape
     for box_index, box in enumerate(boxes):
-        low, high = jnp.asarray(box.low, jnp.float32), jnp.asarray(box.high, jnp.float32)
+        low, high = np.asarray(box.low, np.float32), np.asarray(box.high, np.float32)
         best: list[tuple[float, Any, Any, float]] = []
         remaining, chunk_index = samples, 0
         while remaining > 0:
             count = min(CHUNK_PAIRS, remaining)
-            key = jax.random.fold_in(jax.random.fold_in(master, box_index), chunk_index)
-            x, y, t = random_pairs(key, low, high, count)
-            gap, tolerance = gap_batch(x, y, t)
+            x, y, t = _random_pairs(seed, box_index, chunk_index, low, high, count)
+            gap, tolerance = _padded(gap_batch, batch, x, y, t)
             margin = np.asarray(gap - tolerance)
             for index in np.argsort(margin)[::-1][:REFINED_PER_BOX]:
                 best.append((float(margin[index]), x[index], y[index], float(t[index])))
@@ -379,7 +397,9 @@ def search_counterexample(
     x = np.asarray(final["best_x"][winner], np.float32)
     y = np.asarray(final["best_y"][winner], np.float32)
     t = float(np.float32(final["best_t"][winner]))
-    gap, tolerance = (float(value[0]) for value in gap_batch(x[None], y[None], np.float32([t])))
+    gap, tolerance = (
+        float(value[0]) for value in _padded(gap_batch, batch, x[None], y[None], np.float32([t]))
+    )
     if gap <= tolerance:
         return None, min_eigenvalue, tested
     region = boxes[rows[winner][3]].label
