@@ -288,11 +288,13 @@ def test_many_checkpoints_give_the_reports_of_one_by_one(icnn, mixed_runs, monke
 
     prepared = []
     prepare = pipeline.prepare_init_with_samples
-    monkeypatch.setattr(
-        pipeline,
-        "prepare_init_with_samples",
-        lambda config, *rest: prepared.append(config.model.dim_hidden) or prepare(config, *rest),
-    )
+
+    def counted(config, *rest):
+        result = prepare(config, *rest)
+        prepared.append((config.model.dim_hidden, result.exported))
+        return result
+
+    monkeypatch.setattr(pipeline, "prepare_init_with_samples", counted)
 
     result, report = verify_json(icnn, *mixed_runs)
     alone = [verify_json(icnn, path)[1]["checkpoints"][0] for path in mixed_runs]
@@ -316,8 +318,9 @@ def test_many_checkpoints_give_the_reports_of_one_by_one(icnn, mixed_runs, monke
         ("ok", "bit-identical"),
         ("ok", "bit-identical"),
     ]
-    # one init per architecture for the seven together, then one for each alone
-    assert prepared[:2] == [[64, 64], [16]]
+    # one init per architecture for the seven together, then one for each alone; each the
+    # program the sweep exported into the compile cache
+    assert prepared[:2] == [([64, 64], "loaded"), ([16], "loaded")]
     assert len(prepared) == 2 + len(mixed_runs) + 2
 
 
