@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from icnn_cli.fingerprint import fingerprint
-from tests.helpers import CONFIGS, tiny_model
+from tests.helpers import CONFIGS, flip_bytes, tiny_model
 
 CONFIG_VARIANTS = {
     "plain": {"model": tiny_model()},
@@ -256,7 +256,6 @@ def mixed_runs(tmp_path_factory):
     from typer.testing import CliRunner
 
     from icnn_cli.cli import app
-    from tests.test_damage import flip_bytes
 
     base = tmp_path_factory.mktemp("mixed_runs")
     for name, model in (
