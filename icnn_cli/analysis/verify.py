@@ -194,8 +194,9 @@ def verify_checkpoints(
     Checkpoints whose inits differ only in the seed (the output of a sweep) form one
     group: its init is prepared once (module, trace, compile, or the exported init in
     ``compile_cache``, as the sweep that wrote them) and each seed then re-runs the
-    compiled init, one after another, so only one group's init and one checkpoint's
-    arrays are held at a time. Each report is the one :func:`verify_checkpoint` gives.
+    compiled init, one after another, while the next checkpoints are read ahead
+    (:class:`ReadAhead`): only one group's init and at most ``READ_AHEAD_BYTES`` of arrays
+    are held at a time. Each report is the one :func:`verify_checkpoint` gives.
 
     Args:
       paths: committed checkpoint directories (local or object storage).
