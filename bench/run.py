@@ -47,12 +47,23 @@ class Run:
     stdout: str
 
 
-def run(argv: list[str], env: dict[str, str] | None = None) -> Run:
-    """Run a child to completion: its wall time, its own peak resident memory, its stdout."""
+def run(
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    exit_codes: tuple[int, ...] = (0,),
+    cwd: Path | None = None,
+) -> Run:
+    """Run a child to completion: its wall time, its own peak resident memory, its stdout.
+
+    ``exit_codes`` are the ones that count as done (``icnn check`` exits 1 for a verdict)."""
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         start = time.perf_counter()
         child = subprocess.Popen(
-            argv, stdout=stdout, stderr=stderr, env={**os.environ, "NO_COLOR": "1", **(env or {})}
+            argv,
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, "NO_COLOR": "1", **(env or {})},
+            cwd=cwd,
         )
         # wait4, unlike wait, gives this one child's resource usage (peak RSS).
         _, status, usage = os.wait4(child.pid, 0)
@@ -60,7 +71,7 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> Run:
         child.returncode = os.waitstatus_to_exitcode(status)
         stdout.seek(0)
         stderr.seek(0)
-        if child.returncode:
+        if child.returncode not in exit_codes:
             raise SystemExit(f"bench: {' '.join(argv)} failed:\n{stderr.read().decode()[-2000:]}")
         return Run(seconds, usage.ru_maxrss / 1024, stdout.read().decode())
 
@@ -616,6 +627,100 @@ def bench_inspect_layouts(report: Report) -> None:
     print(report.sections[-1], flush=True)
 
 
+BEFORE_VERIFY = "5a08e7b"  # main before issue 22: verify re-ran each checkpoint on its own
+VERIFY_MODEL = {"dim_data": 4, "dim_hidden": [64, 64, 64]}  # the issue's CI sweep
+
+
+def code_at(revision: str, work: Path) -> Path:
+    """The package as it was at ``revision`` (``git archive``), run with this venv through
+    ``PYTHONPATH``; no worktree is added to the repository."""
+    target = work / f"code-{revision}"
+    if not target.exists():
+        target.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", revision, "icnn_cli"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def bench_verify(work: Path, repeats: int, report: Report) -> None:
+    """Item 7: ``icnn verify`` of what a sweep wrote, beside the sweep; ``icnn check`` cold."""
+    config = work / "verify-config.json"  # JSON is YAML
+    config.write_text(json.dumps({"model": VERIFY_MODEL}))
+    old_code = code_at(BEFORE_VERIFY, work)
+    # `python -m` puts the working directory first on sys.path: run it from the old code's
+    before = {"PYTHONPATH": str(old_code)}
+    rows, ratios = [], {}
+    for count in (32, 256):
+        sweeps, verifies = [], []
+        for index in range(repeats if count == 32 else 1):
+            env = {"ICNN_COMPILE_CACHE_DIR": str(work / f"cache-verify-{count}-{index}")}
+            out = work / f"verify-{count}-{index}"
+            argv = [ICNN, "init", "-c", str(config), "--seeds", f"0:{count}", "--out", str(out)]
+            sweeps.append(run([*argv, "--json"], env).seconds)
+            paths = [str(out / f"seed-{seed}") for seed in range(count)]
+            verifies.append(run([ICNN, "verify", *paths, "--json"], env).seconds)
+        sweep, verify = statistics.median(sweeps), statistics.median(verifies)
+        ratios[count] = verify / sweep
+        old = ""
+        if count == 32:
+            old_run = run(
+                [PYTHON, "-m", "icnn_cli", "verify", *paths, "--json"],
+                {**env, **before},
+                cwd=old_code,
+            )
+            old = f"{old_run.seconds:.1f} s ({old_run.seconds / sweep:.1f}x)"
+        rows.append(
+            [
+                str(count),
+                f"{sweep:.1f} s",
+                f"{verify:.1f} s",
+                f"{ratios[count]:.2f}x",
+                old or "not run (about 8x the 32)",
+            ]
+        )
+    report.table(
+        "7. `icnn verify` of a sweep's output, beside the sweep",
+        f"Goal: verify at most 1.5x the sweep. `icnn init --seeds 0:N` of dim_data 4, hidden "
+        f"[64, 64, 64] with an empty compile cache, then `icnn verify` of its N checkpoints with "
+        f"that cache (a CI job's two steps); median of {repeats} for 32, one run for 256. The last "
+        f"column runs `icnn verify` of the code at {BEFORE_VERIFY} (each checkpoint re-run on its "
+        "own) on the same checkpoints.",
+        ["checkpoints", "sweep", "verify", "verify / sweep", f"verify at {BEFORE_VERIFY}"],
+        rows,
+        goal(
+            "at most 1.5x the sweep ("
+            + ", ".join(f"{count}: {value:.2f}x" for count, value in ratios.items())
+            + ")",
+            all(value <= 1.5 for value in ratios.values()),
+        ),
+    )
+    checkpoint = str(work / "verify-32-0" / "seed-0")
+    cold, warm, old = [], [], []
+    for index in range(max(repeats - 1, 1)):
+        env = {"ICNN_COMPILE_CACHE_DIR": str(work / f"cache-check-{index}")}
+        argv = ["-m", "icnn_cli", "check", checkpoint, "--json"]
+        old.append(run([PYTHON, *argv], {**env, **before}, (0, 1), old_code).seconds)
+        cold.append(run([PYTHON, *argv], env, (0, 1), REPO).seconds)
+        warm.append(run([PYTHON, *argv], env, (0, 1), REPO).seconds)
+    times = {
+        f"at {BEFORE_VERIFY} (no compile cache)": statistics.median(old),
+        "now, empty compile cache (cold)": statistics.median(cold),
+        "now, the cache a first check filled": statistics.median(warm),
+    }
+    base = times[f"at {BEFORE_VERIFY} (no compile cache)"]
+    report.table(
+        "7b. `icnn check` of one checkpoint (the search runs: OTT's default init is not convex)",
+        f"One checkpoint of item 7's sweep, fresh processes interleaved, median of "
+        f"{max(repeats - 1, 1)}. Before: the code at {BEFORE_VERIFY}.",
+        ["code", "wall time", "before / this"],
+        [[name, f"{seconds:.1f} s", ratio(base, seconds)] for name, seconds in times.items()],
+    )
+
+
 def bench_gcs_requests(report: Report) -> None:
     """Requests to a bucket (the local GCS emulator): icnn beside plain Orbax."""
     section = run([PYTHON, str(BENCH / "bench_gcs_requests.py")]).stdout
@@ -653,7 +758,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--only", help="comma-separated items to run, e.g. 1,5")
     args = parser.parse_args()
-    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6"}
+    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "7"}
     report = Report()
     load_before = load_average()
     started = time.perf_counter()
@@ -675,6 +780,8 @@ def main() -> None:
             bench_inspect_layouts(report)
         if "6" in only:
             bench_gcs_requests(report)
+        if "7" in only:
+            bench_verify(work, args.repeats, report)
     elapsed = time.perf_counter() - started
     header = [
         "# Benchmarks",

@@ -21,13 +21,7 @@ from icnn_cli.checkpoint.spec import (
 from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.checkpoint.writing import check_output_path, write_checkpoint_atomically
 from icnn_cli.config import IcnnConfig
-from icnn_cli.errors import (
-    IcnnError,
-    OutputExists,
-    RuntimeFailure,
-    first_line,
-    param,
-)
+from icnn_cli.errors import IcnnError, OutputExists, RuntimeFailure, first_line, param
 from icnn_cli.fingerprint import fingerprint
 from icnn_cli.jitted_init import abstract_variables, compiled_init, select_device
 from icnn_cli.records import DryRun, LeafRecord, Summary, records_of_tree
@@ -134,8 +128,21 @@ def prepare_init(
     """
     device = select_device(platform)
     samples, sample_files = model.load_gaussian_map_samples(config.model, config_dir)
+    return prepare_init_with_samples(config, samples, sample_files, device, compile_cache)
+
+
+def prepare_init_with_samples(
+    config: IcnnConfig,
+    samples: tuple[Any, Any] | None,
+    sample_files: list[model.SampleFile],
+    device: Any,
+    compile_cache: Path | None = None,
+) -> PreparedInit:
+    """:func:`prepare_init` with the Gaussian-map samples already loaded and the device chosen
+    (``icnn verify`` takes them from the files and platform recorded in a checkpoint's spec;
+    with the same ``compile_cache`` it finds the export the sweep that wrote it stored)."""
     if compile_cache is None or config.mesh_shape():
-        return prepare_init_with_samples(config, samples, sample_files, device)
+        return _prepare_jitted_init(config, samples, sample_files, device)
     versions = installed_versions()
     key = export_cache.export_key(
         compile_cache, config, [f.sha256 for f in sample_files], versions, device
@@ -174,14 +181,13 @@ def prepare_init(
     )
 
 
-def prepare_init_with_samples(
+def _prepare_jitted_init(
     config: IcnnConfig,
     samples: tuple[Any, Any] | None,
     sample_files: list[model.SampleFile],
     device: Any,
 ) -> PreparedInit:
-    """:func:`prepare_init` with the Gaussian-map samples already loaded (``icnn verify``
-    takes them from the files recorded in a checkpoint's spec)."""
+    """The plain jit of ``module.init`` (on ``config``'s mesh, when it has one)."""
     with default_device(device):
         module = build_module(config, samples)
         layout = _plan_layout(module, config, device.platform)

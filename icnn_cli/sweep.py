@@ -23,14 +23,7 @@ from icnn_cli.checkpoint.layout import COMMIT_MARKER, TREE_METADATA
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.storage import StoragePath, storage_path
 from icnn_cli.config import validate_seed
-from icnn_cli.errors import (
-    IcnnError,
-    OutputExists,
-    RuntimeFailure,
-    UsageError,
-    first_line,
-    param,
-)
+from icnn_cli.errors import IcnnError, OutputExists, RuntimeFailure, UsageError, first_line, param
 from icnn_cli.pipeline import (
     InitRequest,
     initialize_seed,

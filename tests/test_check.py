@@ -205,3 +205,52 @@ def test_search_boxes_add_the_samples_bounding_box():
     np.testing.assert_array_equal(boxes[1].low, [-1.0, -1.0])
     np.testing.assert_array_equal(boxes[-1].low, [0.0, -1.0])
     np.testing.assert_array_equal(boxes[-1].high, [2.0, 1.0])
+
+
+def test_the_search_compiles_one_gap_program_whatever_the_chunks(violated, monkeypatch):
+    """A last short chunk and the winner's recomputation run at the chunks' compiled shape."""
+    from icnn_cli.analysis import convexity
+    from icnn_cli.analysis.loading import load_model
+
+    out, _ = violated
+    loaded = load_model(out)
+    compiled = []
+    gap_functions = convexity._gap_functions
+
+    def recorded(*args):
+        functions = gap_functions(*args)
+        compiled.append(functions[0])
+        return functions
+
+    monkeypatch.setattr(convexity, "_gap_functions", recorded)
+    monkeypatch.setattr(convexity, "CHUNK_PAIRS", 96)
+    boxes = convexity.search_boxes(2, None)
+
+    counterexample, _, tested = convexity.search_counterexample(
+        loaded.module, loaded.variables, boxes, samples=200, seed=3
+    )
+
+    assert tested == 600  # chunks of 96, 96 and 8 per box
+    assert counterexample is not None and counterexample.gap > 0
+    direct = ott_gap(
+        loaded.module, loaded.variables, counterexample.x, counterexample.y, counterexample.t
+    )
+    assert counterexample.gap == pytest.approx(float(direct), rel=1e-3)
+    (gap_batch,) = compiled
+    assert gap_batch._cache_size() == 1
+
+
+def test_small_models_compile_quickly_and_large_ones_at_the_default_level():
+    from icnn_cli.analysis.convexity import (
+        QUICK_COMPILE,
+        QUICK_COMPILE_MAX_PARAMS,
+        compiler_options,
+    )
+
+    small = {"params": {"kernel": np.zeros((10, 10), np.float32)}}
+    large = {
+        "params": {"kernel": jax.ShapeDtypeStruct((QUICK_COMPILE_MAX_PARAMS + 1,), jnp.float32)}
+    }
+
+    assert compiler_options(small) == QUICK_COMPILE
+    assert compiler_options(large) is None

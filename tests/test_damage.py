@@ -16,21 +16,7 @@ import pytest
 
 import icnn_cli
 from icnn_cli.errors import IcnnError
-from tests.helpers import run_icnn, tiny_model
-
-
-def largest_data_file(checkpoint: Path) -> Path:
-    # Values over 1 KiB live in OCDBT data files without a checksum; smaller ones
-    # sit inside CRC-checked b-tree nodes, so the largest file is the blind spot.
-    return max(checkpoint.rglob("d/*"), key=lambda path: path.stat().st_size)
-
-
-def flip_bytes(checkpoint: Path) -> None:
-    data = largest_data_file(checkpoint)
-    content = bytearray(data.read_bytes())
-    for offset in range(len(content) // 2, len(content) // 2 + 4):
-        content[offset] ^= 0xFF
-    data.write_bytes(bytes(content))
+from tests.helpers import flip_bytes, largest_data_file, run_icnn, tiny_model
 
 
 def truncate_data_file(checkpoint: Path) -> None:

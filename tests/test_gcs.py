@@ -200,6 +200,24 @@ def test_a_seed_sweep_writes_each_seed_and_resume_skips_the_written_ones(
         assert verified.exit_code == 0, verified.stderr
 
 
+def test_verify_of_a_sweep_in_a_bucket_reads_several_at_once_and_reports_as_one_by_one(
+    icnn, bucket: str, write_config
+) -> None:
+    config = write_config({"model": tiny_model()})
+    out = f"{bucket}/verify-many"
+    assert icnn("init", "-c", config, "--seeds", "0:5", "--out", out).exit_code == 0
+    paths = [f"{out}/seed-{seed}" for seed in range(5)]
+
+    together = icnn("verify", *paths, "--json")
+    alone = [json.loads(icnn("verify", path, "--json").stdout)["checkpoints"] for path in paths]
+
+    assert together.exit_code == 0, together.stderr
+    document = json.loads(together.stdout)
+    assert document["checkpoints"] == [report for reports in alone for report in reports]
+    assert document["summary"]["verified"] == 5
+    assert together.stderr.splitlines()[-1].startswith("icnn: 5 checkpoints: 5 verified;")
+
+
 def test_force_replaces_a_checkpoint_in_a_bucket_and_leaves_no_staging_copy(
     icnn, bucket: str, write_config
 ) -> None:

@@ -255,3 +255,25 @@ def test_other_failures_are_not_taken_for_a_full_disk():
     assert resources.is_out_of_memory(
         RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4 bytes")
     )
+
+
+def test_every_init_caller_refuses_a_too_big_model_with_the_same_numbers(
+    icnn, write_config, tmp_path
+):
+    # One init plan (pipeline.plan_init): icnn init, --seeds and icnn_cli.init check alike.
+    import icnn_cli
+    from icnn_cli.errors import ResourcesExceeded
+
+    config = write_config({"model": HUGE})
+    single = icnn("init", "-c", config, "--out", tmp_path / "one")
+    sweep = icnn("init", "-c", config, "--seeds", "0:4", "--out", tmp_path / "many")
+    with pytest.raises(ResourcesExceeded) as python:
+        icnn_cli.init(config, out=tmp_path / "py")
+
+    assert single.exit_code == sweep.exit_code == 2
+    figures = single.stderr.strip().removeprefix("icnn: error: ").split(";")[0]
+    assert figures.startswith("the init needs ~") and "GiB at its peak" in figures
+    assert sweep.stderr.strip().removeprefix("icnn: error: ").split(";")[0] == figures
+    assert str(python.value).split(";")[0] == figures
+    assert "sharding.mesh" in str(python.value) and "--mesh" not in str(python.value)
+    assert sorted(tmp_path.iterdir()) == [config]

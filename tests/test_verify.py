@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from icnn_cli.fingerprint import fingerprint
-from tests.helpers import CONFIGS, tiny_model
+from tests.helpers import CONFIGS, flip_bytes, tiny_model
 
 CONFIG_VARIANTS = {
     "plain": {"model": tiny_model()},
@@ -101,10 +101,9 @@ def test_arrays_the_spec_does_not_give_are_named(icnn, original, tmp_path):
     assert second["differing_leaves"] == [
         {"path": "params/w_zs_0/kernel", "reason": "values differ", "max_abs_diff": 0.5}
     ]
-    assert result.stderr.startswith(
-        f"icnn: error: {changed}: not verified: reproducibility differs"
-    )
-    assert result.stderr.count("\n") == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("icnn: error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"icnn: error: {changed}: not verified: reproducibility differs")
 
 
 def test_atol_accepts_small_cross_platform_differences(icnn, original, tmp_path):
@@ -241,3 +240,130 @@ def test_equal_infinities_are_no_difference_for_verify_as_for_diff():
     assert within == value_differences(stored, rerun)[0] == pytest.approx(1e-6, rel=0.2)
     assert isinstance(flipped, LeafDifference) and flipped.max_abs_diff == np.inf
     assert "has another value" in flipped.describe()
+
+
+# --- many checkpoints: one prepared init per architecture -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_runs(tmp_path_factory):
+    """Two sweeps of two architectures, interleaved with a damaged and a changed checkpoint.
+
+    Data files are large enough (hidden 64) that flipped bytes land outside the CRC-checked
+    b-tree nodes, so the damage is a fingerprint mismatch, not an unreadable file.
+    """
+    import yaml
+    from typer.testing import CliRunner
+
+    from icnn_cli.cli import app
+
+    base = tmp_path_factory.mktemp("mixed_runs")
+    for name, model in (
+        ("a", tiny_model(dim_hidden=[64, 64])),
+        ("b", tiny_model(dim_hidden=[16], act_fn="softplus")),
+    ):
+        (base / f"{name}.yaml").write_text(yaml.safe_dump({"model": model}))
+        config, out = str(base / f"{name}.yaml"), str(base / name)
+        result = CliRunner().invoke(app, ["init", "-c", config, "--seeds", "0:3", "--out", out])
+        assert result.exit_code == 0, result.stderr
+    damaged = Path(shutil.copytree(base / "a" / "seed-1", base / "damaged"))
+    flip_bytes(damaged)
+    changed = base / "changed"
+    resave_with(base / "a" / "seed-2", changed, lambda kernel: kernel.at[0, 0].add(0.5))
+    return [
+        base / "a" / "seed-0",
+        base / "b" / "seed-0",
+        damaged,
+        base / "a" / "seed-1",
+        changed,
+        base / "b" / "seed-2",
+        base / "a" / "seed-2",
+    ]
+
+
+def test_many_checkpoints_give_the_reports_of_one_by_one(icnn, mixed_runs, monkeypatch):
+    from icnn_cli import pipeline
+    from icnn_cli.analysis import verify
+
+    prepared = []
+    prepare = pipeline.prepare_init_with_samples
+
+    def counted(config, *rest):
+        result = prepare(config, *rest)
+        prepared.append((config.model.dim_hidden, result.exported))
+        return result
+
+    monkeypatch.setattr(pipeline, "prepare_init_with_samples", counted)
+
+    result, report = verify_json(icnn, *mixed_runs)
+    alone = [verify_json(icnn, path)[1]["checkpoints"][0] for path in mixed_runs]
+    monkeypatch.setattr(verify, "READ_AHEAD_BYTES", 0)  # none read ahead: each streamed
+    streamed = verify_json(icnn, *mixed_runs)[1]
+
+    assert result.exit_code == 1
+    assert report["checkpoints"] == alone == streamed["checkpoints"]
+    assert [checkpoint["path"] for checkpoint in report["checkpoints"]] == list(
+        map(str, mixed_runs)
+    )
+    assert [
+        (checkpoint["integrity"]["status"], checkpoint["reproducibility"]["status"])
+        for checkpoint in report["checkpoints"]
+    ] == [
+        ("ok", "bit-identical"),
+        ("ok", "bit-identical"),
+        ("damaged", "differs"),
+        ("ok", "bit-identical"),
+        ("ok", "differs"),
+        ("ok", "bit-identical"),
+        ("ok", "bit-identical"),
+    ]
+    # one init per architecture for the seven together, then one for each alone; each the
+    # program the sweep exported into the compile cache
+    assert prepared[:2] == [([64, 64], "loaded"), ([16], "loaded")]
+    assert len(prepared) == 2 + len(mixed_runs) + 2
+
+
+def test_progress_and_summary_go_to_stderr_and_json_stays_one_document(icnn, mixed_runs):
+    result, report = verify_json(icnn, *mixed_runs)
+
+    lines = result.stderr.splitlines()
+    progress = [line for line in lines if line.startswith("icnn: [")]
+    assert len(progress) == len(mixed_runs)
+    assert progress[0] == f"icnn: [1/7] {mixed_runs[0]}: verified"
+    # group by group: the first architecture's five, then the other's two
+    assert progress[1] == f"icnn: [2/7] {mixed_runs[2]}: not verified"
+    assert progress[5] == f"icnn: [6/7] {mixed_runs[1]}: verified"
+    assert lines[-1] == (
+        "icnn: 7 checkpoints: 5 verified; 6 intact, 1 damaged; 5 reproducible, 2 not reproducible"
+    )
+    assert report["summary"] == {
+        "checkpoints": 7,
+        "verified": 5,
+        "intact": 6,
+        "damaged": 1,
+        "reproducible": 5,
+        "not_reproducible": 2,
+        "not_checked": 0,
+    }
+    assert report["not_checked"] == []
+
+
+def test_fail_fast_stops_at_the_first_checkpoint_not_verified(icnn, mixed_runs):
+    first, second, damaged = mixed_runs[:3]
+
+    result, report = verify_json(icnn, first, damaged, second, "--fail-fast")
+
+    assert result.exit_code == 1
+    checked = [checkpoint["path"] for checkpoint in report["checkpoints"]]
+    assert checked == [str(first), str(damaged)]
+    assert report["not_checked"] == [str(second)]
+    assert not report["ok"]
+    assert result.stderr.splitlines()[-1].endswith("1 not checked")
+
+
+def test_a_bad_path_among_many_is_refused_before_any_rerun(icnn, mixed_runs, tmp_path):
+    result = icnn("verify", *mixed_runs, tmp_path / "missing", "--json")
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and str(tmp_path / "missing") in result.stderr

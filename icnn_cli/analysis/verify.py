@@ -20,18 +20,24 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.analysis.compare import bit_identical, value_differences
 from icnn_cli.analysis.loading import missing_sample_file, recorded_samples, spec_config
 from icnn_cli.checkpoint.consistency import read_consistently
-from icnn_cli.checkpoint.layout import open_checkpoint
+from icnn_cli.checkpoint.layout import Checkpoint, open_checkpoint
+from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.reader import CheckpointReader
-from icnn_cli.checkpoint.spec import CheckpointSpec
-from icnn_cli.checkpoint.storage import StoragePath
+from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
+from icnn_cli.checkpoint.storage import StoragePath, is_remote
 from icnn_cli.errors import IcnnError, is_bad_input
 from icnn_cli.fingerprint import short_fingerprint
+from icnn_cli.model import SampleFile
+from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths
 
 IntegrityStatus = Literal["ok", "damaged", "unreadable", "not recorded"]
@@ -120,60 +126,393 @@ class VerifyReport:
         }
 
 
-def verify_checkpoints(paths: list[StoragePath], atol: float | None = None) -> list[VerifyReport]:
-    """Verify each checkpoint; anything that is not a committed checkpoint exits 2 first."""
-    for path in paths:
+@dataclasses.dataclass(frozen=True)
+class VerifySummary:
+    """How many checkpoints passed and failed each check (one line at the end of a run)."""
+
+    checkpoints: int
+    verified: int
+    intact: int
+    damaged: int  # fingerprint mismatch or unreadable
+    reproducible: int  # bit-identical or within atol
+    not_reproducible: int
+    not_checked: int  # left out by ``fail_fast``
+
+    @classmethod
+    def of(cls, reports: list[VerifyReport], not_checked: int = 0) -> VerifySummary:
+        def count(statuses: tuple[str, ...], check: str) -> int:
+            return sum(getattr(report, check).status in statuses for report in reports)
+
+        return cls(
+            checkpoints=len(reports) + not_checked,
+            verified=sum(report.ok for report in reports),
+            intact=count((INTACT,), "integrity"),
+            damaged=count((DAMAGED, UNREADABLE), "integrity"),
+            reproducible=count((IDENTICAL, WITHIN_ATOL), "reproducibility"),
+            not_reproducible=count((DIFFERS,), "reproducibility"),
+            not_checked=not_checked,
+        )
+
+    def as_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyOutcome:
+    """The reports in the order the paths were given, and the paths ``fail_fast`` left out."""
+
+    reports: list[VerifyReport]
+    not_checked: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.not_checked and all(report.ok for report in self.reports)
+
+    @property
+    def summary(self) -> VerifySummary:
+        return VerifySummary.of(self.reports, len(self.not_checked))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "summary": self.summary.as_json(),
+            "checkpoints": [report.as_json() for report in self.reports],
+            "not_checked": self.not_checked,
+        }
+
+
+def verify_checkpoints(
+    paths: list[StoragePath],
+    atol: float | None = None,
+    *,
+    compile_cache: Path | None = None,
+    fail_fast: bool = False,
+    on_report: Callable[[VerifyReport], None] | None = None,
+) -> VerifyOutcome:
+    """Verify each checkpoint; anything that is not a committed checkpoint raises first.
+
+    Checkpoints whose inits differ only in the seed (the output of a sweep) form one
+    group: its init is prepared once (module, trace, compile, or the exported init in
+    ``compile_cache``, as the sweep that wrote them) and each seed then re-runs the
+    compiled init, one after another, while the next checkpoints are read ahead
+    (:class:`ReadAhead`): only one group's init and at most ``READ_AHEAD_BYTES`` of arrays
+    are held at a time. Each report is the one :func:`verify_checkpoint` gives.
+
+    Args:
+      paths: committed checkpoint directories (local or object storage).
+      atol: see :func:`verify_checkpoint`.
+      compile_cache: JAX's compile cache in use (the exported inits are inside), or
+        ``None`` to trace every group's init.
+      fail_fast: stop after the first checkpoint that is not verified; the rest are
+        listed as not checked.
+      on_report: hears about each report as it is done (in the order they are checked:
+        group by group).
+    """
+    keys = [_group_key(checkpoint) for checkpoint in open_all(paths)]
+    first_of_group: dict[str | int, int] = {}
+    for index, key in enumerate(keys):
+        first_of_group.setdefault(key if key is not None else index, index)
+
+    def group_of(index: int) -> str | int:
+        key = keys[index]
+        return key if key is not None else index
+
+    order = sorted(range(len(paths)), key=lambda index: first_of_group[group_of(index)])
+    done: dict[int, VerifyReport] = {}
+    reruns, current = Reruns(compile_cache), keys[order[0]] if order else None
+    # Checkpoints of a group are read ahead on worker threads while the main thread
+    # re-runs and compares; a checkpoint alone (foreign, damaged) is read where it is
+    # compared, as verify_checkpoint reads it.
+    ahead = [(index, paths[index]) for index in order if keys[index] is not None]
+    window = READ_AHEAD_REMOTE if any_remote(paths) else READ_AHEAD_LOCAL
+    # quiet_absl sets a process-wide level: held here, the readers' own uses nest inside it
+    with quiet_absl(), ReadAhead(ahead, window) as reads:
+        for index in order:
+            if keys[index] != current:  # drop the last group's init before preparing the next
+                reruns, current = Reruns(compile_cache), keys[index]
+            stored = reads.take(index) if keys[index] is not None else None
+            if stored is None:
+                report = verify_checkpoint(paths[index], atol, reruns)
+            else:
+                report = _report(paths[index], stored, atol, reruns)
+            done[index] = report
+            if on_report is not None:
+                on_report(report)
+            if fail_fast and not report.ok:
+                break
+    return VerifyOutcome(
+        reports=[done[index] for index in sorted(done)],
+        not_checked=[str(path) for index, path in enumerate(paths) if index not in done],
+    )
+
+
+# Read-ahead: checkpoints read (arrays and fingerprint) before their turn. In object
+# storage every small file is a round trip, so several are read at once; on a local disk
+# one read overlaps the re-run. What is held stays under READ_AHEAD_BYTES; a larger
+# checkpoint is streamed leaf by leaf at its turn instead.
+READ_AHEAD_REMOTE = 8
+READ_AHEAD_LOCAL = 1
+READ_AHEAD_BYTES = 256 << 20
+
+
+def any_remote(paths: list[StoragePath]) -> bool:
+    return any(is_remote(path) for path in paths)
+
+
+@dataclasses.dataclass
+class StoredCheckpoint:
+    """A checkpoint read whole: its reader (fingerprint computed) and every leaf's value,
+    or why it could not be read."""
+
+    reader: CheckpointReader | None
+    arrays: list[tuple[LeafRecord, Any]]
+    unreadable: str | None = None
+
+
+class ReadAhead:
+    """Reads ``(index, path)`` in order on ``window`` threads, at most ``window`` ahead."""
+
+    def __init__(self, items: list[tuple[int, StoragePath]], window: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._items = list(items)
+        self._window = window
+        self._limit = READ_AHEAD_BYTES // (window + 1)
+        self._pool = ThreadPoolExecutor(window) if items and window > 0 else None
+        self._pending: dict[int, Any] = {}
+        self._next = 0
+
+    def __enter__(self) -> ReadAhead:
+        self._fill()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)
+
+    def _fill(self) -> None:
+        while self._pool is not None and self._next < len(self._items):
+            if len(self._pending) > self._window:
+                return
+            index, path = self._items[self._next]
+            self._pending[index] = self._pool.submit(
+                read_consistently, [path], lambda path=path: _read_whole(path, self._limit)
+            )
+            self._next += 1
+
+    def take(self, index: int) -> StoredCheckpoint | None:
+        """The read of ``index``; ``None``: read it at its turn (too large, or a bad input
+        that the caller's own read raises again)."""
+        future = self._pending.pop(index, None)
+        if future is None:
+            return None
         try:
-            open_checkpoint(path)
+            stored = future.result()
+        except IcnnError:
+            stored = None
+        self._fill()
+        return stored
+
+
+def _read_whole(path: StoragePath, limit: int) -> StoredCheckpoint | None:
+    try:
+        reader = CheckpointReader.open(path)
+    except IcnnError as error:
+        if is_bad_input(error):
+            raise
+        return StoredCheckpoint(None, [], error.message)
+    if sum(leaf.nbytes for leaf in reader.leaves) > limit:
+        return None
+    try:
+        arrays = list(reader.arrays())
+    except IcnnError as error:
+        if is_bad_input(error):
+            raise
+        return StoredCheckpoint(reader, [], error.message)
+    return StoredCheckpoint(reader, arrays)
+
+
+def _report(
+    path: StoragePath, stored: StoredCheckpoint, atol: float | None, reruns: Reruns
+) -> VerifyReport:
+    """The report of a checkpoint read ahead: the same as :func:`verify_checkpoint`'s."""
+    reader = stored.reader
+    if reader is None or stored.unreadable is not None:
+        recorded = reader.recorded_fingerprint if reader is not None else None
+        return _unreadable(path, stored.unreadable or "cannot be read", recorded)
+    reproduced, note = _reproduced(reader, path, reruns)
+    comparison = _compare_stored_with(iter(stored.arrays), reproduced, atol)
+    return _finished_report(path, reader, reproduced, note, comparison, atol)
+
+
+PARALLEL_OPENS = 8  # object storage: many small metadata reads, each one round trip
+
+
+def open_all(paths: list[StoragePath]) -> list[Checkpoint | None]:
+    """Open every checkpoint's metadata (several at a time in object storage).
+
+    Raises the first bad-input error (not a checkpoint, refused) in the order of
+    ``paths``; a damaged checkpoint gives ``None``: damage is a finding of its report.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def opened(path: StoragePath) -> Checkpoint | IcnnError | None:
+        try:
+            return open_checkpoint(path)
         except IcnnError as error:
-            if is_bad_input(error):
-                raise
-            # damage is a finding of that checkpoint's report, not a reason to stop
+            return None if not is_bad_input(error) else error
 
-    return [verify_checkpoint(path, atol) for path in paths]
+    if sum(is_remote(path) for path in paths) > 1:
+        with quiet_absl(), ThreadPoolExecutor(min(PARALLEL_OPENS, len(paths))) as pool:
+            results = list(pool.map(opened, paths))
+    else:
+        results = [opened(path) for path in paths]
+    for result in results:
+        if isinstance(result, IcnnError):
+            raise result
+    return [result for result in results if not isinstance(result, IcnnError)]
 
 
-def verify_checkpoint(path: StoragePath, atol: float | None = None) -> VerifyReport:
+def _group_key(checkpoint: Checkpoint | None) -> str | None:
+    """What an icnn checkpoint's init needs besides its seed, as text; ``None`` for a
+    checkpoint with no (readable) spec, which is verified on its own."""
+    if checkpoint is None:
+        return None
+    try:
+        spec = parse_spec(checkpoint.custom_metadata, str(checkpoint.path))
+    except IcnnError:
+        return None
+    return None if spec is None else init_key(spec)
+
+
+def init_key(spec: CheckpointSpec) -> str:
+    """Equal for two specs exactly when one prepared init re-runs both (seeds aside)."""
+    config = dict(spec.config)
+    config["init"] = {
+        name: value for name, value in dict(config.get("init") or {}).items() if name != "seed"
+    }
+    config.pop("sharding", None)  # the re-run is on one device, whatever mesh wrote it
+    return json.dumps(
+        {
+            "config": config,
+            "samples": [record.model_dump(mode="json") for record in spec.gaussian_map_samples],
+            "platform": spec.device.split(":", 1)[0],
+            "threefry_partitionable": spec.threefry_partitionable,
+        },
+        sort_keys=True,
+    )
+
+
+def verify_checkpoint(
+    path: StoragePath, atol: float | None = None, reruns: Reruns | None = None
+) -> VerifyReport:
     """Check integrity and reproducibility of one checkpoint; damage is a finding, not an error.
 
     Args:
       path: a committed Orbax checkpoint directory.
       atol: largest absolute difference accepted from the re-run; ``None`` asks
         for bit-identical arrays.
+      reruns: the prepared inits to re-run with (shared by the checkpoints of a group);
+        a fresh one, without the export cache, by default.
     """
-    # A re-run takes far longer than reading: keep it across the attempts of a read
-    # that a writer's swap interrupted, so a retry re-reads only the checkpoint.
-    reruns: dict[str, tuple[dict[tuple[str, ...], Any] | None, str]] = {}
+    # Preparing the init takes far longer than reading: keep it across the attempts of a
+    # read that a writer's swap interrupted, so a retry re-reads only the checkpoint.
+    reruns = reruns if reruns is not None else Reruns()
     return read_consistently([path], lambda: _verify_checkpoint(path, atol, reruns))
 
 
-def _verify_checkpoint(
-    path: StoragePath,
-    atol: float | None,
-    reruns: dict[str, tuple[dict[tuple[str, ...], Any] | None, str]],
-) -> VerifyReport:
+class Reruns:
+    """Prepared inits by :func:`init_key`: each prepared once, then re-run per seed."""
+
+    def __init__(self, compile_cache: Path | None = None) -> None:
+        self.compile_cache = compile_cache
+        self._prepared: dict[str, tuple[Any, str]] = {}
+
+    def variables(
+        self, spec: CheckpointSpec, path: StoragePath
+    ) -> tuple[dict[tuple[str, ...], Any] | None, str]:
+        """The variables the embedded spec gives here, by leaf path, and where they were
+        computed; or ``None`` and why the init cannot be re-run."""
+        import jax
+
+        from icnn_cli.pipeline import initialize_seed
+
+        # The re-run runs on one device whatever mesh wrote the checkpoint: with
+        # partitionable threefry the values do not depend on the layout.
+        config = spec_config(spec, path).model_copy(update={"sharding": None})
+        key = init_key(spec)
+        if key not in self._prepared:
+            self._prepared[key] = self._prepare(spec, config)
+        prepared, where = self._prepared[key]
+        if prepared is None:
+            return None, where
+        with jax.threefry_partitionable(spec.threefry_partitionable):
+            variables, _ = initialize_seed(prepared, spec.seed)
+        return dict(flatten_with_paths(variables)), where
+
+    def _prepare(self, spec: CheckpointSpec, config: Any) -> tuple[Any, str]:
+        import jax
+
+        from icnn_cli.pipeline import check_resources, prepare_init_with_samples
+
+        samples, sample_files = None, []
+        if spec.gaussian_map_samples:
+            samples = recorded_samples(spec, config.model.dim_data)
+            if samples is None:
+                missing = missing_sample_file(spec, config.model.dim_data)
+                return None, f"Gaussian-map sample file {missing} is missing or has changed"
+            sample_files = [
+                SampleFile(record.role, Path(record.path), record.sha256, tuple(record.shape))
+                for record in spec.gaussian_map_samples
+            ]
+        device, where = _rerun_device(spec)
+        with jax.threefry_partitionable(spec.threefry_partitionable):
+            prepared = prepare_init_with_samples(
+                config, samples, sample_files, device, self.compile_cache
+            )
+            # The re-run needs the memory the init needed: refused with the same numbers.
+            check_resources(prepared)
+        return prepared, where
+
+
+def _verify_checkpoint(path: StoragePath, atol: float | None, reruns: Reruns) -> VerifyReport:
     try:
         reader = CheckpointReader.open(path)
     except IcnnError as error:
         if is_bad_input(error):
             raise
         return _unreadable(path, error.message, None)
-    spec = reader.spec
-    reproduced, note = None, "no embedded icnn spec"
-    if spec is not None:
-        key = spec.model_dump_json()
-        try:
-            if key not in reruns:
-                reruns[key] = _rerun(spec, path)
-            reproduced, note = reruns[key]
-        except IcnnError as error:  # an embedded config that does not validate
-            note = error.message.removeprefix(f"{path}: ")
+    reproduced, note = _reproduced(reader, path, reruns)
     try:
-        comparison = _compare_stored_with(reader, reproduced, atol)
+        comparison = _compare_stored_with(reader.arrays(), reproduced, atol)
     except IcnnError as error:
         if is_bad_input(error):
             raise
         return _unreadable(path, error.message, reader.recorded_fingerprint)
+    return _finished_report(path, reader, reproduced, note, comparison, atol)
+
+
+def _reproduced(
+    reader: CheckpointReader, path: StoragePath, reruns: Reruns
+) -> tuple[dict[tuple[str, ...], Any] | None, str]:
+    if reader.spec is None:
+        return None, "no embedded icnn spec"
+    try:
+        return reruns.variables(reader.spec, path)
+    except IcnnError as error:  # an embedded config that does not validate
+        return None, error.message.removeprefix(f"{path}: ")
+
+
+def _finished_report(
+    path: StoragePath,
+    reader: CheckpointReader,
+    reproduced: dict[tuple[str, ...], Any] | None,
+    note: str,
+    comparison: Comparison,
+    atol: float | None,
+) -> VerifyReport:
     return VerifyReport(
         path=str(path),
         integrity=_integrity(reader),
@@ -240,31 +579,6 @@ def _reproducibility(
     return CheckResult(IDENTICAL, f"all {count} leaves re-run bit for bit {note}")
 
 
-def _rerun(
-    spec: CheckpointSpec, path: StoragePath
-) -> tuple[dict[tuple[str, ...], Any] | None, str]:
-    """The variables the embedded spec gives here, by leaf path, and where they were
-    computed; or ``None`` and why the init cannot be re-run."""
-    import jax
-
-    from icnn_cli.pipeline import initialize_seed, prepare_init_with_samples
-
-    # The re-run runs on one device whatever mesh wrote the checkpoint: with
-    # partitionable threefry the values do not depend on the layout.
-    config = spec_config(spec, path).model_copy(update={"sharding": None})
-    samples = None
-    if spec.gaussian_map_samples:
-        samples = recorded_samples(spec, config.model.dim_data)
-        if samples is None:
-            missing = missing_sample_file(spec, config.model.dim_data)
-            return None, f"Gaussian-map sample file {missing} is missing or has changed"
-    device, where = _rerun_device(spec)
-    prepared = prepare_init_with_samples(config, samples, [], device)
-    with jax.threefry_partitionable(spec.threefry_partitionable):
-        variables, _ = initialize_seed(prepared, spec.seed)
-    return dict(flatten_with_paths(variables)), where
-
-
 def _rerun_device(spec: CheckpointSpec) -> tuple[Any, str]:
     """The recorded platform's first device when this machine has it, else JAX's default.
 
@@ -294,12 +608,15 @@ class Comparison:
 
 
 def _compare_stored_with(
-    reader: CheckpointReader, reproduced: dict[tuple[str, ...], Any] | None, atol: float | None
+    stored_arrays: Iterator[tuple[LeafRecord, Any]],
+    reproduced: dict[tuple[str, ...], Any] | None,
+    atol: float | None,
 ) -> Comparison:
-    """Stream the stored arrays (computing their fingerprint) and compare each with the re-run."""
+    """Compare each stored array (from :meth:`CheckpointReader.arrays`, which computes the
+    fingerprint as it streams them) with the re-run."""
     comparison = Comparison()
     seen = set()
-    for leaf, stored in reader.arrays():
+    for leaf, stored in stored_arrays:
         seen.add(leaf.path)
         if reproduced is None:
             continue

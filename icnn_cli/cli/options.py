@@ -20,3 +20,12 @@ ArchitectureOpt = Annotated[
         help="YAML config giving the OTT ICNN architecture, for checkpoints icnn did not write.",
     ),
 ]
+
+NoCompileCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-compile-cache",
+        help="Do not use JAX's persistent compilation cache nor the cached exported init "
+        "(also: ICNN_NO_COMPILE_CACHE=1).",
+    ),
+]

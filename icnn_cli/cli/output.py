@@ -123,5 +123,10 @@ class Output:
         sys.stderr.write(f"icnn: warning: {visible(message)}\n")
 
     @staticmethod
+    def note(message: str) -> None:
+        """One line for the person watching (a run's summary), on stderr."""
+        sys.stderr.write(f"icnn: {visible(message)}\n")
+
+    @staticmethod
     def error(message: str) -> None:
         sys.stderr.write(f"icnn: error: {visible(message)}\n")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from icnn_cli.analysis.convexity import ConvexityReport
     from icnn_cli.analysis.diff import DiffReport, LeafDiff
     from icnn_cli.analysis.health import HealthReport, LayerHealth
-    from icnn_cli.analysis.verify import VerifyReport
+    from icnn_cli.analysis.verify import VerifyReport, VerifySummary
     from icnn_cli.sweep import SweepItem, SweepResult
 
 
@@ -90,6 +90,18 @@ def render_verify(reports: list[VerifyReport]) -> Any:
             checks.add_row(_text(f"  {name}"), _text(check.status), _text(check.detail))
         parts.append(checks)
     return _group(*parts)
+
+
+def verify_summary_line(summary: VerifySummary) -> str:
+    """``8 checkpoints: 7 verified; 7 intact, 1 damaged; 7 reproducible, 0 not reproducible``."""
+    line = (
+        f"{summary.checkpoints} checkpoints: {summary.verified} verified; "
+        f"{summary.intact} intact, {summary.damaged} damaged; "
+        f"{summary.reproducible} reproducible, {summary.not_reproducible} not reproducible"
+    )
+    if summary.not_checked:
+        line += f"; {summary.not_checked} not checked"
+    return line
 
 
 # --- check (convexity) -------------------------------------------------------------------------
