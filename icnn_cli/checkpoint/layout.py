@@ -32,21 +32,23 @@ one place, so that a new release's layout is one new case beside the others.
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from icnn_cli.checkpoint import guarded_files
 from icnn_cli.checkpoint.single_files import FILE_KINDS, LAYOUTS, sniff
 from icnn_cli.checkpoint.spec import METADATA_KEY
-from icnn_cli.checkpoint.storage import check_reachable, file_size, is_remote, missing_bucket
+from icnn_cli.checkpoint.storage import check_reachable, is_remote, missing_bucket
 from icnn_cli.checkpoint.temporaries import (
     interrupted_replace_hint,
     interrupted_swap_hint,
     is_temporary,
 )
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import RUNTIME_ERROR, CheckpointRefused, IcnnError, first_line
 
 COMMIT_MARKER = "commit_success.txt"
 TREE_METADATA = "_METADATA"
@@ -217,16 +219,18 @@ def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
     icnn checkpoint look foreign, so the file is checked here.
     """
     file = path / CHECKPOINT_METADATA
-    if not file.exists():
-        return {}  # Orbax 0.4 wrote none; nothing is lost
     problem = None
     content: Any = None
-    if file_size(file) > MAX_CHECKPOINT_METADATA_BYTES:
-        problem = f"is larger than {MAX_CHECKPOINT_METADATA_BYTES} bytes"
+    try:
+        data = guarded_files.read_bytes(path, file, MAX_CHECKPOINT_METADATA_BYTES)
+    except FileNotFoundError:
+        return {}  # Orbax 0.4 wrote none; nothing is lost
+    except OSError as error:
+        problem = f"is unreadable ({first_line(error)})"
     else:
         try:
-            content = json.loads(file.read_bytes())
-        except (ValueError, OSError) as error:
+            content = guarded_files.load_json(data, path, CHECKPOINT_METADATA)
+        except ValueError as error:
             problem = f"is not valid JSON ({first_line(error)})"
         else:
             if not isinstance(content, dict):
@@ -274,15 +278,12 @@ def _items(path: Path, metadata: dict[str, Any]) -> tuple[list[Item], str] | Non
         return [Item(None, path, "pytree", handler)], "single item"
     v1 = (path / V1_MARKER).is_file()
     if isinstance(handlers, dict) and handlers:
-        items = [
-            Item(
-                str(name),
-                path / str(name),
-                _kind_of_files(path / str(name)) or _kind_of_handler(str(handler)),
-                str(handler),
-            )
-            for name, handler in sorted(handlers.items())
-        ]
+        items = []
+        for name, handler in sorted(handlers.items()):
+            # Item names come from the checkpoint: "/elsewhere" or "../x" must not lead out.
+            directory = guarded_files.inside(path, str(name))
+            kind = _kind_of_files(directory) or _kind_of_handler(str(handler))
+            items.append(Item(str(name), directory, kind, str(handler)))
         api = "v1" if any(".v1." in str(handler) for handler in handlers.values()) else "v0"
     else:
         # Without handlers, items are told by their files; step directories (a root's
@@ -369,6 +370,8 @@ def open_checkpoint(path: Path) -> Checkpoint:
     if not path.exists():
         raise _not_found(path)
     if not path.is_dir():
+        if not is_remote(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            raise CheckpointRefused(f"{path}: is not a regular file nor a directory")
         if is_remote(path):
             raise IcnnError(
                 f"{path}: is a file; icnn reads Orbax checkpoint directories from object "
@@ -385,6 +388,8 @@ def open_checkpoint(path: Path) -> Checkpoint:
         raise IcnnError(
             f"{path}: an unfinished save left this temporary directory; it is not a checkpoint"
         )
+    # Orbax and tensorstore open their files themselves: no special file, no link out.
+    guarded_files.check_tree(path)
     metadata = read_checkpoint_metadata(path)
     found = _items(path, metadata)
     if found is None and is_remote(path) and has_unfinished_save(path):

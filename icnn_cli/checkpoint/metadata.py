@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from icnn_cli.checkpoint import metadata_files
+from icnn_cli.checkpoint import guarded_files, metadata_files
 from icnn_cli.checkpoint.layout import TREE_METADATA, Item
 from icnn_cli.checkpoint.storage import file_size, files_under, is_remote, orbax_path
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
@@ -162,12 +161,9 @@ def read_json_item(item: Item) -> Any:
     file = item.json_file
     if file is None:
         raise IcnnError(f"{item.path}: JSON item without its document file", RUNTIME_ERROR)
-    if file_size(file) > MAX_JSON_ITEM_BYTES:
-        raise IcnnError(
-            f"{file}: JSON item is larger than {MAX_JSON_ITEM_BYTES} bytes", RUNTIME_ERROR
-        )
     try:
-        return json.loads(file.read_bytes())
+        data = guarded_files.read_bytes(item.path, file, MAX_JSON_ITEM_BYTES)
+        return guarded_files.load_json(data, item.path, file.name)
     except (ValueError, OSError) as error:
         raise IcnnError(
             f"{file}: JSON item is unreadable ({first_line(error)})", RUNTIME_ERROR

@@ -20,14 +20,15 @@ Typed PRNG keys are stored as their ``uint32`` key data; only
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from icnn_cli.checkpoint import guarded_files
+from icnn_cli.checkpoint.guarded_files import PER_LEAF_JSON_BYTES, ZARR_HEADER_BYTES
 from icnn_cli.checkpoint.layout import TREE_METADATA
-from icnn_cli.checkpoint.storage import file_size, is_remote, kvstore_spec, tensorstore_context
-from icnn_cli.errors import first_line
+from icnn_cli.checkpoint.storage import is_remote, kvstore_spec, tensorstore_context
+from icnn_cli.errors import CheckpointRefused, first_line
 from icnn_cli.records import LeafRecord, records_of_values
 from icnn_cli.sharding import describe_spec
 
@@ -46,11 +47,17 @@ class UnexpectedLayout(Exception):
     """The metadata files do not look as this reader expects; use Orbax's API instead."""
 
 
-def _load_json(file: Path) -> Any:
+def _load_json(path: Path, name: str, cap: int = PER_LEAF_JSON_BYTES) -> Any:
+    """The JSON file ``name`` of the item at ``path``, through the guarded opener.
+
+    A missing or undecodable file is an :class:`UnexpectedLayout` (Orbax's API is tried
+    instead); a file that breaks a safety rule is refused (:class:`CheckpointRefused`).
+    """
+    file = guarded_files.inside(path, name, "file name")
     try:
-        return json.loads(file.read_bytes())
+        return guarded_files.load_json(guarded_files.read_bytes(path, file, cap), path, name)
     except (OSError, ValueError) as error:
-        raise UnexpectedLayout(f"{file.name}: {error}") from None
+        raise UnexpectedLayout(f"{name}: {first_line(error)}") from None
 
 
 def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], str]]:
@@ -86,14 +93,22 @@ def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], str]]:
 def _zarr_headers(path: Path, names: Sequence[str], use_ocdbt: bool, use_zarr3: bool) -> list[Any]:
     header_file = "zarr.json" if use_zarr3 else ".zarray"
     if not use_ocdbt:
-        return [_load_json(path / name / header_file) for name in names]
+        return [_load_json(path, f"{name}/{header_file}", ZARR_HEADER_BYTES) for name in names]
     import tensorstore as ts
 
     try:
         spec = {"driver": "ocdbt", "base": kvstore_spec(path)}
         store = ts.KvStore.open(spec, context=tensorstore_context(path)).result()
         reads = [store.read(f"{name}/{header_file}") for name in names]
-        return [json.loads(read.result().value) for read in reads]
+        headers = []
+        for name, read in zip(names, reads, strict=True):
+            value = read.result().value
+            if len(value) > ZARR_HEADER_BYTES:
+                raise CheckpointRefused(
+                    f"{path}: {name}/{header_file} is larger than {ZARR_HEADER_BYTES} bytes"
+                )
+            headers.append(guarded_files.load_json(value, path, f"{name}/{header_file}"))
+        return headers
     except (ValueError, RuntimeError) as error:  # tensorstore reports missing data as ValueError
         raise UnexpectedLayout(first_line(error)) from None
 
@@ -122,7 +137,7 @@ def _shape_and_dtype(header: Any, use_zarr3: bool) -> tuple[tuple[int, ...], Any
 
 def _tree_document(path: Path) -> tuple[dict[str, Any], bool, bool]:
     """``_METADATA`` and its storage flags: ``(document, use_ocdbt, use_zarr3)``."""
-    document = _load_json(path / TREE_METADATA)
+    document = _load_json(path, TREE_METADATA)
     if not isinstance(document, dict):
         raise UnexpectedLayout(f"{TREE_METADATA} is not an object")
     use_ocdbt, use_zarr3 = document.get("use_ocdbt"), document.get("use_zarr3")
@@ -175,7 +190,7 @@ def python_type_name(dtype: Any) -> str:
 
 
 def strings(path: Path) -> dict[str, Any]:
-    document = _load_json(path / STRINGS)
+    document = _load_json(path, STRINGS)
     if not isinstance(document, dict):
         raise UnexpectedLayout(f"{STRINGS} is not an object")
     return document
@@ -189,7 +204,7 @@ def key_impls(path: Path) -> dict[str, str]:
     impls: dict[str, str] = {}
     for file in sorted(directory.iterdir()):
         try:
-            document = _load_json(file)
+            document = _load_json(path, f"{ARRAY_METADATAS}/{file.name}")
             for entry in document["array_metadatas"]:
                 metadata = entry["array_metadata"]
                 impl = (metadata.get("ext_metadata") or {}).get("random_key_impl")
@@ -212,10 +227,10 @@ def partition_specs(path: Path) -> dict[str, list]:
     import base64
 
     try:
-        document = _load_json(path / SHARDINGS)
+        document = _load_json(path, SHARDINGS)
         specs = {}
         for encoded, text in document.items():
-            sharding = json.loads(text)
+            sharding = guarded_files.load_json(text, path, SHARDINGS)
             if sharding.get("sharding_type") == "NamedSharding":
                 name = base64.b64decode(encoded).decode()
                 specs[name] = list(sharding["partition_spec"])
@@ -268,17 +283,17 @@ def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
     ``None`` when there is no such file or its leaves are placeholders for arrays
     stored in the array store (the default), which the zarr readers handle.
     """
-    from flax.serialization import msgpack_restore
 
     from icnn_cli.tree_paths import flatten_with_paths
 
     file = path / MSGPACK_TREE
-    if not file.is_file() or file_size(file) > MAX_MSGPACK_TREE_BYTES:
+    if not guarded_files.is_regular_file(path, file):
         return None
     try:
-        tree = msgpack_restore(file.read_bytes())
-    except Exception as error:  # msgpack raises its own types for broken data
-        raise UnexpectedLayout(f"{MSGPACK_TREE}: {first_line(error)}") from None
+        data = guarded_files.read_bytes(path, file, MAX_MSGPACK_TREE_BYTES)
+    except CheckpointRefused:
+        return None  # too large to be Orbax 0.4's aggregated tree
+    tree = guarded_files.restore_msgpack(data, path, MSGPACK_TREE, UnexpectedLayout)
     leaves = dict(flatten_with_paths(tree))
     if any(
         isinstance(leaf, str) and leaf.startswith(PLACEHOLDER_PREFIX) for leaf in leaves.values()

@@ -14,12 +14,14 @@ Leaf paths: keys with ``/`` are split on it (an export of an icnn checkpoint, sa
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from icnn_cli.checkpoint import guarded_files
 from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
 from icnn_cli.records import LeafRecord, records_of_values
 
@@ -54,7 +56,7 @@ SAFETENSORS_DTYPES = {
 
 def sniff(path: Path) -> FileKind | None:
     """The format of the file at ``path`` from its first bytes, or ``None``."""
-    with open(path, "rb") as handle:
+    with os.fdopen(guarded_files.open_regular(path, path), "rb") as handle:
         head = handle.read(16)
     if head.startswith(ZIP_MAGIC):
         return "npz" if _looks_like_npz(path) else None
@@ -149,13 +151,10 @@ def _npz_records(path: Path) -> list[LeafRecord]:
 
 
 def _msgpack_tree(path: Path) -> dict[tuple[str, ...], Any]:
-    from flax.serialization import msgpack_restore
-
     from icnn_cli.tree_paths import flatten_with_paths
 
-    if path.stat().st_size > MAX_MSGPACK_BYTES:
-        raise IcnnError(f"{path}: msgpack file larger than {MAX_MSGPACK_BYTES} bytes: not read")
-    tree = msgpack_restore(path.read_bytes())
+    data = guarded_files.read_bytes(path, path, MAX_MSGPACK_BYTES)
+    tree = guarded_files.restore_msgpack(data, path, "msgpack file", ValueError)
     if not isinstance(tree, dict):
         raise IcnnError(f"{path}: msgpack file does not hold a tree of arrays")
     return dict(flatten_with_paths(tree))
