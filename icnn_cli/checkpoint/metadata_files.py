@@ -129,6 +129,8 @@ def _dtype(name: str) -> Any:
 def _shape_and_dtype(header: Any, use_zarr3: bool) -> tuple[tuple[int, ...], Any]:
     try:
         shape = tuple(int(dim) for dim in header["shape"])
+        if any(dim < 0 for dim in shape):
+            raise ValueError("negative dimension")
         dtype = _dtype(header["data_type"] if use_zarr3 else header["dtype"])
     except (KeyError, TypeError, ValueError):
         raise UnexpectedLayout("unexpected zarr header") from None
@@ -173,6 +175,8 @@ def leaf_records(path: Path) -> list[LeafRecord]:
             continue
         shape, dtype = _shape_and_dtype(headers[name], use_zarr3)
         if kind == SCALAR_VALUE_TYPE:
+            if shape:
+                raise UnexpectedLayout(f"scalar {name!r} has shape {list(shape)}")
             read = read or array_reader(path)
             value = read(LeafRecord.of_array(parts, shape, dtype))
             records.append(LeafRecord.of_scalar(parts, value.item(), python_type_name(dtype)))

@@ -27,9 +27,13 @@ from icnn_cli.checkpoint.layout import TREE_KINDS, Checkpoint, Item, open_checkp
 from icnn_cli.checkpoint.metadata import quiet_absl, read_leaf_records, read_step_metadata
 from icnn_cli.checkpoint.single_files import FILE_KINDS
 from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError
+from icnn_cli.errors import RUNTIME_ERROR, IcnnError, ResourcesExceeded
 from icnn_cli.fingerprint import StreamingFingerprint, short_fingerprint
 from icnn_cli.records import LeafRecord
+from icnn_cli.units import format_bytes
+
+# Reading a leaf holds it once, and its statistics or comparison one temporary of its size.
+READ_MEMORY_PER_LEAF_BYTE = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +93,12 @@ class CheckpointReader:
         leaves = []
         with quiet_absl():
             for part in parts:
-                leaves += [
-                    dataclasses.replace(leaf, path=part.prefix + leaf.path)
-                    for leaf in _item_records(part.item)
-                ]
+                records = _item_records(part.item)
+                if part.prefix:
+                    records = [
+                        dataclasses.replace(leaf, path=part.prefix + leaf.path) for leaf in records
+                    ]
+                leaves += records
         metadata = checkpoint.metadata
         return cls(
             path=checkpoint.path,
@@ -116,6 +122,7 @@ class CheckpointReader:
 
     def _stream(self, leaves: Sequence[LeafRecord]) -> Iterator[tuple[LeafRecord, Any]]:
         """``leaves`` (prefixed paths) item by item, as ``(leaf, value)``."""
+        check_leaves_fit(self.path, leaves)
         for part in sorted(self.parts, key=lambda part: part.prefix):
             size = len(part.prefix)
             mine = [
@@ -176,6 +183,29 @@ class CheckpointReader:
             raise ValueError("check_fingerprint() needs every leaf read first")
         if self.computed_fingerprint != recorded:
             raise fingerprint_mismatch(self.path, recorded, self.computed_fingerprint)
+
+
+def check_leaves_fit(path: Path, leaves: Sequence[LeafRecord]) -> None:
+    """Refuse (exit 2) before any read when one leaf's declared size would not fit in memory.
+
+    A checkpoint's headers declare the shapes: ``[2**40, 2**40]`` float64 in a 1 KiB
+    checkpoint is a declaration, not data, and reading it would abort in the allocator.
+    """
+    from icnn_cli import resources
+
+    arrays = [leaf for leaf in leaves if not leaf.scalar]
+    if not arrays:
+        return
+    largest = max(arrays, key=lambda leaf: leaf.nbytes)
+    needed = largest.nbytes * READ_MEMORY_PER_LEAF_BYTE
+    available = resources.available_memory()
+    if needed > available:
+        shape = "[" + ", ".join(str(dim) for dim in largest.shape) + "]"
+        raise ResourcesExceeded(
+            f"{path}: leaf {largest.path_string} declares {largest.dtype} {shape} "
+            f"({format_bytes(largest.nbytes)}); reading it needs ~{format_bytes(needed)} of "
+            f"memory and {format_bytes(available)} is available: not read"
+        )
 
 
 def _item_records(item: Item) -> list[LeafRecord]:

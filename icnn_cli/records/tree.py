@@ -8,6 +8,7 @@ drawing the guides) is a chain of row-to-row transformations on plain data;
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -61,6 +62,7 @@ class SummaryRow:
 _INDEXED_NAME = re.compile(r"^(.*?)(\d+)$")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # sibling names repeat in every module of a big tree
 def _natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
