@@ -264,6 +264,30 @@ def check_tree_bounds(
         stack.extend((child, depth + 1) for child in children)
 
 
+# Decoding a msgpack tree holds its bytes and the arrays made from them, with room to spare.
+MSGPACK_MEMORY_PER_FILE_BYTE = 3
+
+
+def check_msgpack_fits(root: Any, file: Any) -> None:
+    """Refuse (exit 2) a msgpack file that, parsed whole, would not fit in memory.
+
+    A msgpack file has no header: its size is all it says before it is read, so a
+    sparse 3 GiB file is held against the memory available, not read to find out.
+    """
+    from icnn_cli import resources
+    from icnn_cli.errors import ResourcesExceeded
+
+    size = regular_file_size(root, file)
+    needed = size * MSGPACK_MEMORY_PER_FILE_BYTE
+    available = resources.available_memory()
+    if needed > available:
+        raise ResourcesExceeded(
+            f"{root}: {_relative(root, file) if file != root else 'the msgpack file'} is "
+            f"{format_bytes(size)}; parsing it needs ~{format_bytes(needed)} of memory and "
+            f"{format_bytes(available)} is available: not read"
+        )
+
+
 def restore_msgpack(data: bytes, where: Any, what: str, damaged: type[Exception]) -> Any:
     """``flax.serialization.msgpack_restore(data)`` with the depth and count bounds.
 

@@ -293,10 +293,10 @@ def msgpack_values(path: Path) -> dict[tuple[str, ...], Any] | None:
     file = path / MSGPACK_TREE
     if not guarded_files.is_regular_file(path, file):
         return None
-    try:
-        data = guarded_files.read_bytes(path, file, MAX_MSGPACK_TREE_BYTES)
-    except CheckpointRefused:
+    if guarded_files.regular_file_size(path, file) > MAX_MSGPACK_TREE_BYTES:
         return None  # too large to be Orbax 0.4's aggregated tree
+    guarded_files.check_msgpack_fits(path, file)
+    data = guarded_files.read_bytes(path, file, MAX_MSGPACK_TREE_BYTES)
     tree = guarded_files.restore_msgpack(data, path, MSGPACK_TREE, UnexpectedLayout)
     leaves = dict(flatten_with_paths(tree))
     if any(

@@ -153,6 +153,7 @@ def _npz_records(path: Path) -> list[LeafRecord]:
 def _msgpack_tree(path: Path) -> dict[tuple[str, ...], Any]:
     from icnn_cli.tree_paths import flatten_with_paths
 
+    guarded_files.check_msgpack_fits(path, path)
     data = guarded_files.read_bytes(path, path, MAX_MSGPACK_BYTES)
     tree = guarded_files.restore_msgpack(data, path, "msgpack file", ValueError)
     if not isinstance(tree, dict):

@@ -1,0 +1,308 @@
+"""A checkpoint is untrusted input down to its files (issue 20, one test per finding).
+
+Every file a checkpoint names is opened through ``icnn_cli.checkpoint.guarded_files``:
+inside the checkpoint, a regular file, read with a byte cap; every JSON or msgpack tree
+decoded with depth and count bounds; every declared shape held against the memory
+before anything is read. A refusal is exit 2 with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from icnn_cli.checkpoint import guarded_files
+from icnn_cli.checkpoint.provenance import written_at
+from icnn_cli.cli import app
+from icnn_cli.errors import CheckpointRefused
+from icnn_cli.tree_paths import leaf_path
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+SECRET = "HUNTER2-outside-the-checkpoint"
+JSON_HANDLER = "orbax.checkpoint._src.handlers.json_checkpoint_handler.JsonCheckpointHandler"
+READING_COMMANDS = [["inspect"], ["inspect", "--json"], ["inspect", "--stats"], ["verify"]]
+# Generous: a command here answers in well under a second; only a hang gets near it.
+HANG_GUARD_SECONDS = 120
+
+
+def invoke(*args: Any) -> Any:
+    """Run ``icnn ARGS`` in-process on a thread, so that a command that blocks (a FIFO
+    opened for reading) fails the test rather than hanging the suite."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        outcome["result"] = CliRunner().invoke(app, [str(arg) for arg in args])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG_GUARD_SECONDS)
+    assert not thread.is_alive(), f"icnn {' '.join(map(str, args))} blocked"
+    return outcome["result"]
+
+
+def assert_refused(result: Any, *words: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.stderr, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("icnn: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert SECRET not in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A directory outside every checkpoint, holding a JSON item and a plain file."""
+    directory = tmp_path / "outside"
+    directory.mkdir()
+    (directory / "metadata").write_text(json.dumps({"password": SECRET}))
+    (directory / "secret.txt").write_text(SECRET)
+    return directory
+
+
+def copy_golden(tmp_path: Path, name: str = "per_leaf") -> Path:
+    target = tmp_path / "ckpt"
+    shutil.copytree(GOLDEN / name, target, symlinks=True)
+    return target
+
+
+def step_with_items(tmp_path: Path, handlers: dict[str, str]) -> Path:
+    step = tmp_path / "step"
+    shutil.copytree(GOLDEN / "foreign" / "0.11.40" / "manager" / "5", step)
+    metadata = json.loads((step / "_CHECKPOINT_METADATA").read_text())
+    metadata["item_handlers"] = handlers
+    (step / "_CHECKPOINT_METADATA").write_text(json.dumps(metadata))
+    return step
+
+
+# --- 1. paths out of the checkpoint ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", READING_COMMANDS)
+def test_an_absolute_item_name_is_refused_and_nothing_outside_is_shown(tmp_path, secret, command):
+    step = step_with_items(tmp_path, {"meta": JSON_HANDLER, str(secret): JSON_HANDLER})
+    assert_refused(invoke(*command, step), f"item name '{secret}' leaves the checkpoint")
+
+
+@pytest.mark.parametrize("command", READING_COMMANDS)
+def test_an_item_name_with_dot_dot_is_refused(tmp_path, secret, command):
+    step = step_with_items(tmp_path, {"../outside": JSON_HANDLER})
+    assert_refused(invoke(*command, step), "item name '../outside' leaves the checkpoint")
+
+
+def test_a_json_item_linked_out_of_the_checkpoint_is_refused(tmp_path, secret):
+    step = step_with_items(tmp_path, {"meta": JSON_HANDLER})
+    (step / "meta" / "metadata").unlink()
+    (step / "meta" / "metadata").symlink_to(secret / "metadata")
+    assert_refused(invoke("inspect", step), "meta/metadata leaves the checkpoint")
+
+
+def test_a_link_that_stays_inside_the_checkpoint_is_read(tmp_path):
+    checkpoint = copy_golden(tmp_path)
+    (checkpoint / "_sharding").rename(checkpoint / "sharding-kept-here")
+    (checkpoint / "_sharding").symlink_to("sharding-kept-here")
+    result = invoke("inspect", "--json", checkpoint)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == invoke("inspect", "--json", GOLDEN / "per_leaf").stdout.replace(
+        str(GOLDEN / "per_leaf"), str(checkpoint)
+    )
+
+
+# --- 2. reads without a bound -----------------------------------------------------------------
+
+METADATA_FILES = [
+    "_CHECKPOINT_METADATA",
+    "_METADATA",
+    "_sharding",
+    "array_metadatas/process_0",
+    "params.dense_0.kernel/.zarray",
+]
+
+
+@pytest.mark.parametrize("name", METADATA_FILES)
+def test_a_metadata_file_linked_to_dev_zero_is_refused(tmp_path, name):
+    checkpoint = copy_golden(tmp_path)
+    (checkpoint / name).unlink()
+    (checkpoint / name).symlink_to("/dev/zero")
+    for command in READING_COMMANDS:
+        assert_refused(invoke(*command, checkpoint), f"{name} leaves the checkpoint")
+
+
+@pytest.mark.parametrize("name", METADATA_FILES)
+def test_a_sparse_giant_metadata_file_is_refused_unread(tmp_path, name):
+    checkpoint = copy_golden(tmp_path)
+    os.truncate(checkpoint / name, 3 << 30)
+    assert_refused(invoke("inspect", checkpoint), f"{name} is larger than")
+
+
+def test_a_sparse_giant_msgpack_file_is_held_against_the_memory(tmp_path, monkeypatch):
+    weights = tmp_path / "weights.msgpack"
+    with open(weights, "wb") as handle:
+        handle.write(b"\xdf\xff\xff\xff\xff")  # a map32 header: what sniffing looks for
+    os.truncate(weights, 3 << 30)
+    monkeypatch.setenv("ICNN_TEST_AVAILABLE_MEMORY", str(1 << 30))
+    assert_refused(invoke("inspect", weights), "3.0 GiB", "1.0 GiB is available")
+
+
+def test_reads_count_bytes_rather_than_trusting_the_size(tmp_path):
+    checkpoint = copy_golden(tmp_path)
+    with pytest.raises(CheckpointRefused, match="_METADATA is larger than"):
+        guarded_files.read_bytes(checkpoint, checkpoint / "_METADATA", 100)
+
+
+# --- 3. hangs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["_CHECKPOINT_METADATA", "_METADATA", "_sharding", "array_metadatas/process_0"]
+)
+def test_a_metadata_file_that_is_a_fifo_is_refused_without_blocking(tmp_path, name):
+    checkpoint = copy_golden(tmp_path, "icnn_tiny")
+    (checkpoint / name).unlink()
+    os.mkfifo(checkpoint / name)
+    for command in READING_COMMANDS:
+        assert_refused(invoke(*command, checkpoint), f"{name} is not a regular file (a FIFO)")
+
+
+def test_the_ocdbt_manifest_as_a_fifo_is_refused_without_blocking(tmp_path):
+    checkpoint = copy_golden(tmp_path, "icnn_tiny")
+    (checkpoint / "manifest.ocdbt").unlink()
+    os.mkfifo(checkpoint / "manifest.ocdbt")
+    assert_refused(invoke("inspect", "--stats", checkpoint), "manifest.ocdbt is not a regular")
+
+
+def test_a_fifo_given_as_the_checkpoint_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "weights")
+    assert_refused(invoke("inspect", tmp_path / "weights"), "is not a regular file")
+
+
+def test_the_opener_checks_the_opened_descriptor(tmp_path):
+    checkpoint = copy_golden(tmp_path)
+    os.mkfifo(checkpoint / "pipe")
+    with pytest.raises(CheckpointRefused, match="pipe is not a regular file"):
+        guarded_files.open_regular(checkpoint, checkpoint / "pipe")
+
+
+# --- 4. unbounded allocation from declared shapes ----------------------------------------------
+
+
+def declare_shape(checkpoint: Path, shape: list[int], chunks: list[int]) -> None:
+    array = checkpoint / "params.dense_0.kernel"
+    header = json.loads((array / ".zarray").read_text())
+    header.update(shape=shape, chunks=chunks, dtype="<f8")
+    for chunk in array.iterdir():
+        chunk.unlink()
+    (array / ".zarray").write_text(json.dumps(header))
+
+
+@pytest.mark.parametrize(
+    "shape, chunks",
+    [([2**40, 2**40], [2**40, 2**40]), ([2**40], [1])],
+    ids=["huge", "many-chunks"],
+)
+@pytest.mark.parametrize("command", [["inspect", "--stats"], ["verify"], ["diff"]])
+def test_a_declared_shape_beyond_the_memory_is_refused_before_reading(
+    tmp_path, shape, chunks, command
+):
+    checkpoint = copy_golden(tmp_path)
+    declare_shape(checkpoint, shape, chunks)
+    others = [GOLDEN / "per_leaf"] if command == ["diff"] else []
+    result = invoke(*command, checkpoint, *others)
+    assert_refused(result, "params/dense_0/kernel declares float64", "is available: not read")
+
+
+def test_a_missing_chunk_is_not_materialised_past_the_memory(tmp_path, monkeypatch):
+    checkpoint = copy_golden(tmp_path)
+    declare_shape(checkpoint, [2**31], [2**31])
+    monkeypatch.setenv("ICNN_TEST_AVAILABLE_MEMORY", str(4 << 30))
+    assert_refused(
+        invoke("inspect", "--stats", checkpoint), "declares float64 [2147483648] (16.0 GiB)"
+    )
+    assert invoke("inspect", checkpoint).exit_code == 0  # the metadata alone is fine
+
+
+def test_an_npz_member_declaring_more_than_the_memory_is_refused(tmp_path, monkeypatch):
+    archive = tmp_path / "bomb.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    header["shape"] = (2**27,)  # 1 GiB of float64, declared; a few bytes stored
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        with bundle.open("w.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            member.write(bytes(64))
+    monkeypatch.setenv("ICNN_TEST_AVAILABLE_MEMORY", str(256 << 20))
+    for command in (["inspect", "--stats"], ["verify"]):
+        assert_refused(invoke(*command, archive), "w declares float64 [134217728] (1.0 GiB)")
+
+
+# --- 5. slow paths --------------------------------------------------------------------------
+
+
+def test_leaf_paths_read_off_key_entries_match_jax_keystr():
+    import jax
+    from jax.tree_util import keystr
+
+    tree = {"a": [1, (2, {"b": 3})], "c": jax.tree_util.Partial(print, 5)}
+    for key_path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        assert leaf_path(key_path) == tuple(keystr((entry,), simple=True) for entry in key_path)
+
+
+# --- 6. unnamed failures ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [("_METADATA", None), ("_CHECKPOINT_METADATA", None), ("_CHECKPOINT_METADATA", "custom")],
+)
+def test_deeply_nested_json_is_refused_by_name(tmp_path, name, key):
+    checkpoint = copy_golden(tmp_path)
+    deep = '{"a":' * 10_000 + "1" + "}" * 10_000
+    if key:
+        document = json.loads((checkpoint / name).read_text())
+        document["custom_metadata"] = "DEEP"
+        text = json.dumps(document).replace('"DEEP"', deep)
+    else:
+        text = deep
+    (checkpoint / name).write_text(text)
+    for command in READING_COMMANDS:
+        assert_refused(invoke(*command, checkpoint), f"{name} nests deeper than 100 levels")
+
+
+def test_a_commit_time_past_any_calendar_is_no_time(tmp_path):
+    assert written_at(10**30) is None
+    checkpoint = copy_golden(tmp_path)
+    document = json.loads((checkpoint / "_CHECKPOINT_METADATA").read_text())
+    document["commit_timestamp_nsecs"] = 10**30
+    (checkpoint / "_CHECKPOINT_METADATA").write_text(json.dumps(document))
+    for command in (["inspect"], ["inspect", "--json"]):
+        result = invoke(*command, checkpoint)
+        assert result.exit_code == 0, result.stderr
+
+
+def test_stats_of_a_msgpack_bytes_leaf_are_left_out(tmp_path):
+    from flax.serialization import msgpack_serialize
+
+    weights = tmp_path / "weights.msgpack"
+    tree = {"a": {"raw": b"\x00\x01raw", "w": np.ones(3, np.float32)}}
+    weights.write_bytes(msgpack_serialize(tree))
+    result = invoke("inspect", "--stats", "--json", weights)
+    assert result.exit_code == 0, result.stderr
+    leaves = {leaf["path"]: leaf for leaf in json.loads(result.stdout)["leaves"]}
+    assert leaves["a/w"]["mean"] == 1.0
+    assert "mean" not in leaves["a/raw"]
+
+
+def test_a_deeply_nested_msgpack_tree_is_refused_by_name(tmp_path):
+    weights = tmp_path / "deep.msgpack"
+    weights.write_bytes(b"\x81\xa1a" * 2_000 + b"\x81\xa1w\x01")  # {"a": {"a": ... {"w": 1}}}
+    result = invoke("inspect", weights)
+    assert result.exit_code in (1, 2), result.stderr
+    assert "unexpected failure" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
