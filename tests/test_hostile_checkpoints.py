@@ -233,10 +233,12 @@ def test_an_npz_member_declaring_more_than_the_memory_is_refused(tmp_path, monke
     archive = tmp_path / "bomb.npz"
     header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
     header["shape"] = (2**27,)  # 1 GiB of float64, declared; a few bytes stored
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
-        with bundle.open("w.npy", "w") as member:
-            np.lib.format.write_array_header_1_0(member, header)
-            member.write(bytes(64))
+    with (
+        zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle,
+        bundle.open("w.npy", "w") as member,
+    ):
+        np.lib.format.write_array_header_1_0(member, header)
+        member.write(bytes(64))
     monkeypatch.setenv("ICNN_TEST_AVAILABLE_MEMORY", str(256 << 20))
     for command in (["inspect", "--stats"], ["verify"]):
         assert_refused(invoke(*command, archive), "w declares float64 [134217728] (1.0 GiB)")
