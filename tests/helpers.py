@@ -107,3 +107,31 @@ def plain_text(summary: Summary, width: int = 80, **view) -> str:
     )
     console.print(render_table(summary, **view))
     return buffer.getvalue()
+
+
+# Generous: a reading command answers in well under a second; only a hang gets near it.
+HANG_GUARD_SECONDS = 120
+
+
+def invoke_unblocked(*args: Any) -> Any:
+    """Run ``icnn ARGS`` in-process (stderr apart) on this thread; a command that blocks
+    (a FIFO opened for reading, say) fails the test rather than hanging the suite.
+
+    SIGALRM interrupts a blocked ``open()`` or ``read()``; the handler's exception ends it.
+    """
+    import signal
+
+    from typer.testing import CliRunner
+
+    from icnn_cli.cli import app
+
+    def blocked(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"icnn {' '.join(map(str, args))} blocked")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(HANG_GUARD_SECONDS)
+    try:
+        return CliRunner().invoke(app, [str(arg) for arg in args])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

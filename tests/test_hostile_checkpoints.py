@@ -11,42 +11,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from icnn_cli.checkpoint import guarded_files
 from icnn_cli.checkpoint.provenance import written_at
-from icnn_cli.cli import app
 from icnn_cli.errors import CheckpointRefused
 from icnn_cli.tree_paths import leaf_path
+from tests.helpers import invoke_unblocked as invoke
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 SECRET = "HUNTER2-outside-the-checkpoint"
 JSON_HANDLER = "orbax.checkpoint._src.handlers.json_checkpoint_handler.JsonCheckpointHandler"
 READING_COMMANDS = [["inspect"], ["inspect", "--json"], ["inspect", "--stats"], ["verify"]]
-# Generous: a command here answers in well under a second; only a hang gets near it.
-HANG_GUARD_SECONDS = 120
-
-
-def invoke(*args: Any) -> Any:
-    """Run ``icnn ARGS`` in-process on a thread, so that a command that blocks (a FIFO
-    opened for reading) fails the test rather than hanging the suite."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        outcome["result"] = CliRunner().invoke(app, [str(arg) for arg in args])
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(HANG_GUARD_SECONDS)
-    assert not thread.is_alive(), f"icnn {' '.join(map(str, args))} blocked"
-    return outcome["result"]
 
 
 def assert_refused(result: Any, *words: str) -> None:
@@ -224,7 +205,8 @@ def test_a_missing_chunk_is_not_materialised_past_the_memory(tmp_path, monkeypat
     declare_shape(checkpoint, [2**31], [2**31])
     monkeypatch.setenv("ICNN_TEST_AVAILABLE_MEMORY", str(4 << 30))
     assert_refused(
-        invoke("inspect", "--stats", checkpoint), "declares float64 [2147483648] (16.0 GiB)"
+        invoke("inspect", "--stats", checkpoint),
+        "declares float64 [2147483648] (16.0 GiB)",
     )
     assert invoke("inspect", checkpoint).exit_code == 0  # the metadata alone is fine
 
