@@ -211,19 +211,28 @@ def test_a_missing_chunk_is_not_materialised_past_the_memory(tmp_path, monkeypat
     assert invoke("inspect", checkpoint).exit_code == 0  # the metadata alone is fine
 
 
-def test_an_npz_member_declaring_more_than_the_memory_is_refused(tmp_path, monkeypatch):
+def test_an_npz_zip_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
     archive = tmp_path / "bomb.npz"
+    np.savez_compressed(archive, w=np.zeros(1 << 23))  # 64 MiB of zeros in ~64 KiB
+    assert archive.stat().st_size < 1 << 20
+    monkeypatch.setenv("ICNN_TEST_AVAILABLE_MEMORY", str(64 << 20))
+    for command in (["inspect", "--stats"], ["verify"]):
+        assert_refused(invoke(*command, archive), "w declares float64 [8388608] (64.0 MiB)")
+
+
+def test_an_npz_member_declaring_more_than_its_zip_entry_holds_is_damage(tmp_path):
+    archive = tmp_path / "liar.npz"
     header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
-    header["shape"] = (2**27,)  # 1 GiB of float64, declared; a few bytes stored
+    header["shape"] = (2**27,)  # 1 GiB of float64 declared; 64 bytes stored
     with (
         zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle,
         bundle.open("w.npy", "w") as member,
     ):
         np.lib.format.write_array_header_1_0(member, header)
         member.write(bytes(64))
-    monkeypatch.setenv("ICNN_TEST_AVAILABLE_MEMORY", str(256 << 20))
-    for command in (["inspect", "--stats"], ["verify"]):
-        assert_refused(invoke(*command, archive), "w declares float64 [134217728] (1.0 GiB)")
+    result = invoke("inspect", "--stats", archive)
+    assert result.exit_code == 1, result.stderr
+    assert "w declares 1073741824 bytes of data but its zip entry holds 64" in result.stderr
 
 
 # --- 5. slow paths --------------------------------------------------------------------------
@@ -290,3 +299,35 @@ def test_a_deeply_nested_msgpack_tree_is_refused_by_name(tmp_path):
     assert result.exit_code in (1, 2), result.stderr
     assert "unexpected failure" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- the same rules in a bucket -------------------------------------------------------------
+
+
+def upload(local: Path, remote: str) -> None:
+    import gcsfs
+
+    gcsfs.GCSFileSystem().put(str(local), remote.removeprefix("gs://"), recursive=True)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ("dot-dot", "item name '../outside' leaves the checkpoint"),
+        ("large", "_CHECKPOINT_METADATA is larger than 4.0 MiB"),
+    ],
+)
+def test_in_a_bucket_names_and_sizes_follow_the_same_rules(gcs_emulator, tmp_path, change, words):
+    bucket = gcs_emulator.bucket("icnn-hostile")
+    step = step_with_items(tmp_path, {"meta": JSON_HANDLER, "state": JSON_HANDLER})
+    if change == "dot-dot":
+        metadata = json.loads((step / "_CHECKPOINT_METADATA").read_text())
+        metadata["item_handlers"] = {"../outside": JSON_HANDLER}
+        (step / "_CHECKPOINT_METADATA").write_text(json.dumps(metadata))
+    else:
+        with open(step / "_CHECKPOINT_METADATA", "a") as handle:
+            handle.write(" " * (5 << 20))
+    (step / "commit_success.txt").write_text("ok")
+    remote = f"{bucket}/{change}/step"
+    upload(step, remote)
+    assert_refused(invoke("inspect", remote), words)

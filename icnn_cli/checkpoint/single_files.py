@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.checkpoint import guarded_files
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, first_line
+from icnn_cli.errors import RUNTIME_ERROR, DamagedCheckpoint, IcnnError, first_line
 from icnn_cli.records import LeafRecord, records_of_values
 
 FileKind = Literal["safetensors", "npz", "msgpack"]
@@ -144,9 +144,19 @@ def _npz_records(path: Path) -> list[LeafRecord]:
                     else np.lib.format.read_array_header_2_0
                 )
                 shape, _, dtype = read_header(member)
+                header_bytes = member.tell()
             if dtype.hasobject:
                 raise IcnnError(f"{path}: {key} holds Python objects (a pickle): not read")
-            records.append(LeafRecord.of_array(parts[key], shape, dtype))
+            record = LeafRecord.of_array(parts[key], shape, dtype)
+            # The zip header declares the member's inflated size: an .npy header that
+            # declares more data than that is damage, found before anything is inflated.
+            stored = archive.getinfo(f"{key}.npy").file_size
+            if stored < header_bytes + record.nbytes:
+                raise DamagedCheckpoint(
+                    f"{path}: {key} declares {record.nbytes} bytes of data but its zip entry "
+                    f"holds {max(stored - header_bytes, 0)}"
+                )
+            records.append(record)
     return records
 
 
