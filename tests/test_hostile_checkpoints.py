@@ -97,6 +97,15 @@ def test_a_link_that_stays_inside_the_checkpoint_is_read(tmp_path):
     )
 
 
+def test_a_step_directory_linked_out_of_the_root_is_refused(tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(GOLDEN / "foreign" / "0.11.40" / "manager", root)
+    elsewhere = tmp_path / "elsewhere"
+    (root / "5").rename(elsewhere)
+    (root / "7").symlink_to(elsewhere)
+    assert_refused(invoke("inspect", root), "step directory '7' leaves the checkpoint")
+
+
 # --- 2. reads without a bound -----------------------------------------------------------------
 
 METADATA_FILES = [
@@ -331,3 +340,12 @@ def test_in_a_bucket_names_and_sizes_follow_the_same_rules(gcs_emulator, tmp_pat
     remote = f"{bucket}/{change}/step"
     upload(step, remote)
     assert_refused(invoke("inspect", remote), words)
+
+
+def test_a_leaf_name_that_leaves_the_item_is_refused_before_any_array_is_opened(tmp_path):
+    checkpoint = copy_golden(tmp_path, "per_leaf")
+    document = json.loads((checkpoint / "_METADATA").read_text())
+    entry = next(iter(document["tree_metadata"].values()))
+    entry["key_metadata"] = [{"key": "../../outside", "key_type": 2}]
+    (checkpoint / "_METADATA").write_text(json.dumps(document))
+    assert_refused(invoke("inspect", checkpoint), "leaf name '../../outside' leaves the checkpoint")

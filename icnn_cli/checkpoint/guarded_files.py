@@ -60,8 +60,11 @@ def _relative(root: Any, file: Any) -> str:
     return text[len(base) + 1 :] if text.startswith(base + "/") else text
 
 
-def inside(root: Any, name: str, what: str = "item name") -> Any:
+def inside(root: Any, name: str, what: str = "item name", resolve: bool = True) -> Any:
     """``root / name`` after checking that ``name`` stays inside ``root``.
+
+    ``resolve=False`` checks the name alone (for many names at once, after
+    :func:`check_tree` has refused every link out of ``root``).
 
     Raises:
       CheckpointRefused: ``name`` is empty, absolute, has a ``..`` part, or (locally)
@@ -77,7 +80,7 @@ def inside(root: Any, name: str, what: str = "item name") -> Any:
     ):
         raise _refused(root, f"{what} {name!r} leaves the checkpoint")
     target = root / name
-    if not is_remote(root) and not _within(_real(root), _real(target)):
+    if resolve and not is_remote(root) and not _within(_real(root), _real(target)):
         raise _refused(root, f"{what} {name!r} leaves the checkpoint")
     return target
 

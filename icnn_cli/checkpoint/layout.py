@@ -195,6 +195,7 @@ def manager_steps(path: Path) -> list[tuple[int, str]]:
     for child in path.iterdir():
         match = STEP_NAME.match(child.name)
         if match and not is_temporary(child) and child.is_dir():
+            guarded_files.inside(path, child.name, "step directory")  # no link out of the root
             found.append((int(match.group("number")), child.name))
     return sorted(found)
 

@@ -60,8 +60,12 @@ def _load_json(path: Path, name: str, cap: int = PER_LEAF_JSON_BYTES) -> Any:
         raise UnexpectedLayout(f"{name}: {first_line(error)}") from None
 
 
-def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], str]]:
-    """``(path parts, value type)`` of every leaf in ``_METADATA``, in jax's tree order."""
+def _tree_entries(document: Any, path: Path) -> list[tuple[tuple[str, ...], str]]:
+    """``(path parts, value type)`` of every leaf in ``_METADATA``, in jax's tree order.
+
+    Each leaf's stored name (its parts joined by ``.``) is where Orbax and tensorstore
+    look for its array: one that leaves the item is refused before anything opens it.
+    """
     try:
         entries = document["tree_metadata"].values()
     except (KeyError, TypeError, AttributeError):
@@ -79,6 +83,7 @@ def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], str]]:
             value_type = value["value_type"]
         except (KeyError, TypeError, ValueError):
             raise UnexpectedLayout("unexpected tree_metadata entry") from None
+        guarded_files.inside(path, ".".join(parts), "leaf name", resolve=False)
         if value_type in EMPTY_VALUE_TYPES:
             continue
         if value_type not in (*ARRAY_VALUE_TYPES, SCALAR_VALUE_TYPE, STRING_VALUE_TYPE):
@@ -158,7 +163,7 @@ def leaf_records(path: Path) -> list[LeafRecord]:
     element), and a string's comes from ``_strings.json``.
     """
     document, use_ocdbt, use_zarr3 = _tree_document(path)
-    entries = _tree_entries(document)
+    entries = _tree_entries(document, path)
     stored = [(parts, kind) for parts, kind in entries if kind != STRING_VALUE_TYPE]
     names = [".".join(parts) for parts, _ in stored]
     headers = dict(zip(names, _zarr_headers(path, names, use_ocdbt, use_zarr3), strict=True))
