@@ -288,6 +288,14 @@ def test_a_commit_time_past_any_calendar_is_no_time(tmp_path):
         assert result.exit_code == 0, result.stderr
 
 
+def test_json_shows_a_nan_from_a_checkpoint_as_null(tmp_path):
+    step = step_with_items(tmp_path, {"meta": JSON_HANDLER})
+    (step / "meta" / "metadata").write_text(json.dumps({"loss": float("nan"), "step": 3}))
+    result = invoke("inspect", "--json", step)
+    assert result.exit_code == 0, result.stderr
+    assert '"loss": null' in result.stdout and '"step": 3' in result.stdout
+
+
 def test_stats_of_a_msgpack_bytes_leaf_are_left_out(tmp_path):
     from flax.serialization import msgpack_serialize
 
