@@ -13,7 +13,8 @@ and never block. Memory: :data:`AVAILABLE_MEMORY` stands in for the machine's, s
 declared size over it is refused, and the growth of the peak resident memory over the
 whole run is bounded (``test_memory_bombs_stay_bounded`` measures a fresh process).
 
-``ICNN_FUZZ_EXAMPLES=2000`` fuzzes longer, with fresh random draws (not part of make test).
+``ICNN_FUZZ_EXAMPLES=2000`` fuzzes longer, with fresh random draws (not part of make test);
+``ICNN_FUZZ_SEED=N`` starts the draws at seed ``N`` (a failure names its seed).
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
 
 LONG_RUN = os.environ.get("ICNN_FUZZ_EXAMPLES")
 EXAMPLES = int(LONG_RUN or 24)
-FIRST_SEED = random.SystemRandom().randrange(1 << 30) if LONG_RUN else 0
+# ICNN_FUZZ_SEED=N replays a long run's draws from seed N (its failures name their seed).
+FIRST_SEED = int(
+    os.environ.get("ICNN_FUZZ_SEED")
+    or (random.SystemRandom().randrange(1 << 30) if LONG_RUN else 0)
+)
 
 RETYPED: list[Any] = ["x", "", [], {}, None, True, -1, 0, 1.5, 10**30, -(10**30), 1e308, "../x"]
 

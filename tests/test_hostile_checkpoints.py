@@ -209,6 +209,19 @@ def test_a_declared_shape_beyond_the_memory_is_refused_before_reading(
     assert_refused(result, "params/dense_0/kernel declares float64", "is available: not read")
 
 
+def test_files_tensorstore_reads_whole_are_held_against_what_they_can_hold(tmp_path):
+    # Each aborted tensorstore (SIGABRT in its allocator) as a sparse 1 TiB file.
+    ocdbt = copy_golden(tmp_path / "ocdbt", "icnn_tiny")
+    os.truncate(ocdbt / "manifest.ocdbt", 1 << 40)
+    assert_refused(invoke("inspect", ocdbt), "manifest.ocdbt is larger than 64.0 MiB")
+    per_leaf = copy_golden(tmp_path / "per_leaf")
+    os.truncate(per_leaf / "params.dense_0.kernel" / "0.0", 1 << 40)
+    assert_refused(
+        invoke("inspect", "--stats", per_leaf),
+        "params.dense_0.kernel/0.0 is 1024.0 GiB, more than its array can hold (24 B)",
+    )
+
+
 def test_a_missing_chunk_is_not_materialised_past_the_memory(tmp_path, monkeypatch):
     checkpoint = copy_golden(tmp_path)
     declare_shape(checkpoint, [2**31], [2**31])

@@ -44,6 +44,9 @@ from icnn_cli.units import format_bytes
 SMALL_JSON_BYTES = 4 << 20  # _CHECKPOINT_METADATA, _ROOT_METADATA, a JSON item
 PER_LEAF_JSON_BYTES = 256 << 20  # _METADATA, _sharding, array_metadatas, _strings.json
 ZARR_HEADER_BYTES = 1 << 20  # one array's .zarray / zarr.json
+# Files tensorstore reads whole, by name: a 1 TiB sparse OCDBT manifest aborted it in the
+# allocator (its manifest lists the b-tree roots and the data file names: KiB).
+READ_WHOLE_BY_TENSORSTORE = {"manifest.ocdbt": 64 << 20}
 READ_CHUNK_BYTES = 1 << 20
 # Decoded trees: Orbax's deepest real document (_METADATA) nests 6 levels.
 MAX_JSON_DEPTH = 100
@@ -312,6 +315,37 @@ def restore_msgpack(data: bytes, where: Any, what: str, damaged: type[Exception]
     return tree
 
 
+# Compression can grow incompressible data a little: zstd and blosc add at most a few
+# bytes per block, gzip 5 bytes per 16 KiB block plus its header.
+CHUNK_OVERHEAD_BYTES = 64 << 10
+
+
+def check_chunk_files(root: Path, name: str, array_bytes: int) -> None:
+    """Refuse a zarr array whose chunk files are larger than the array can be.
+
+    Tensorstore reads a plain (not OCDBT) zarr chunk file whole, and a sparse 1 TiB
+    chunk file aborted it in the allocator. No chunk file of an array holds more than
+    the array's bytes (twice, with compression's overhead), which the memory check
+    has already held against the machine.
+    """
+    bound = 2 * array_bytes + CHUNK_OVERHEAD_BYTES
+    pending = [os.path.join(os.fspath(root), name)]
+    while pending:
+        try:
+            listing = list(os.scandir(pending.pop()))
+        except OSError:
+            continue  # missing: tensorstore reads the fill value, or says what is wrong
+        for entry in listing:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            elif entry.stat().st_size > bound:
+                raise _refused(
+                    root,
+                    f"{_relative(root, entry.path)} is {format_bytes(entry.stat().st_size)}, "
+                    f"more than its array can hold ({format_bytes(array_bytes)}): not read",
+                )
+
+
 # --- the whole directory --------------------------------------------------------------------
 
 
@@ -351,8 +385,11 @@ def check_tree(root: Path) -> None:
                 if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                     raise _refused(root, f"{name} is not a regular file ({_file_type(mode)})")
                 continue  # a directory reached through a link inside is walked where it is
-            mode = entry.stat(follow_symlinks=False).st_mode
+            status = entry.stat(follow_symlinks=False)
+            mode = status.st_mode
             if stat.S_ISDIR(mode):
                 pending.append(entry.path)
             elif not stat.S_ISREG(mode):
                 raise _refused(root, f"{name} is not a regular file ({_file_type(mode)})")
+            elif status.st_size > READ_WHOLE_BY_TENSORSTORE.get(entry.name, status.st_size):
+                raise _too_large(root, entry.path, READ_WHOLE_BY_TENSORSTORE[entry.name])

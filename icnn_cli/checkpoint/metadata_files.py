@@ -274,6 +274,8 @@ def array_reader(path: Path) -> Any:
         rechecks = {}
 
     def read(leaf: LeafRecord) -> Any:
+        if not use_ocdbt and not is_remote(path):
+            guarded_files.check_chunk_files(path, ".".join(leaf.path), leaf.nbytes)
         spec = {"driver": driver, "kvstore": kvstore, "path": ".".join(leaf.path), **rechecks}
         store = ts.open(spec, open=True, read=True, context=context).result()
         return store.read().result()
