@@ -133,6 +133,16 @@ def test_a_sparse_giant_metadata_file_is_refused_unread(tmp_path, name):
     assert_refused(invoke("inspect", checkpoint), f"{name} is larger than")
 
 
+def test_orbax_s_own_reader_is_not_let_into_a_giant_file_either(tmp_path):
+    # Garbled _METADATA sends icnn to Orbax's metadata(), which read _sharding whole,
+    # on its own threads, after icnn had already reported the damage (found by the fuzzer).
+    checkpoint = copy_golden(tmp_path)
+    (checkpoint / "_METADATA").write_text("{garbled")
+    os.truncate(checkpoint / "_sharding", 3 << 30)
+    for command in READING_COMMANDS:
+        assert_refused(invoke(*command, checkpoint), "_sharding is larger than 256.0 MiB")
+
+
 def test_a_sparse_giant_msgpack_file_is_held_against_the_memory(tmp_path, monkeypatch):
     weights = tmp_path / "weights.msgpack"
     with open(weights, "wb") as handle:

@@ -44,9 +44,22 @@ from icnn_cli.units import format_bytes
 SMALL_JSON_BYTES = 4 << 20  # _CHECKPOINT_METADATA, _ROOT_METADATA, a JSON item
 PER_LEAF_JSON_BYTES = 256 << 20  # _METADATA, _sharding, array_metadatas, _strings.json
 ZARR_HEADER_BYTES = 1 << 20  # one array's .zarray / zarr.json
-# Files tensorstore reads whole, by name: a 1 TiB sparse OCDBT manifest aborted it in the
-# allocator (its manifest lists the b-tree roots and the data file names: KiB).
-READ_WHOLE_BY_TENSORSTORE = {"manifest.ocdbt": 64 << 20}
+# Files Orbax or tensorstore read whole, by name, with their caps: checked by the walk
+# before they open them. A 1 TiB sparse OCDBT manifest aborted tensorstore in its
+# allocator (a manifest lists b-tree roots and data file names: KiB), and Orbax's own
+# metadata() (the fallback for unfamiliar files) read a 3 GiB sparse _sharding whole.
+READ_WHOLE_BY_NAME = {
+    "manifest.ocdbt": 64 << 20,
+    "_CHECKPOINT_METADATA": SMALL_JSON_BYTES,
+    "_ROOT_METADATA": SMALL_JSON_BYTES,
+    "_METADATA": PER_LEAF_JSON_BYTES,
+    "_sharding": PER_LEAF_JSON_BYTES,
+    "_strings.json": PER_LEAF_JSON_BYTES,
+    ".zarray": ZARR_HEADER_BYTES,
+    ".zattrs": ZARR_HEADER_BYTES,
+    "zarr.json": ZARR_HEADER_BYTES,
+}
+READ_WHOLE_BY_DIRECTORY = {"array_metadatas": PER_LEAF_JSON_BYTES}
 READ_CHUNK_BYTES = 1 << 20
 # Decoded trees: Orbax's deepest real document (_METADATA) nests 6 levels.
 MAX_JSON_DEPTH = 100
@@ -391,5 +404,9 @@ def check_tree(root: Path) -> None:
                 pending.append(entry.path)
             elif not stat.S_ISREG(mode):
                 raise _refused(root, f"{name} is not a regular file ({_file_type(mode)})")
-            elif status.st_size > READ_WHOLE_BY_TENSORSTORE.get(entry.name, status.st_size):
-                raise _too_large(root, entry.path, READ_WHOLE_BY_TENSORSTORE[entry.name])
+            else:
+                cap = READ_WHOLE_BY_NAME.get(entry.name) or READ_WHOLE_BY_DIRECTORY.get(
+                    os.path.basename(directory)
+                )
+                if cap is not None and status.st_size > cap:
+                    raise _too_large(root, entry.path, cap)
