@@ -380,3 +380,28 @@ def test_a_leaf_name_that_leaves_the_item_is_refused_before_any_array_is_opened(
     entry["key_metadata"] = [{"key": "../../outside", "key_type": 2}]
     (checkpoint / "_METADATA").write_text(json.dumps(document))
     assert_refused(invoke("inspect", checkpoint), "leaf name '../../outside' leaves the checkpoint")
+
+
+# --- found by the fuzzer ------------------------------------------------------------------------
+
+
+def test_a_dimension_that_is_not_an_integer_is_damage_not_a_crash(tmp_path):
+    checkpoint = copy_golden(tmp_path)
+    header_file = checkpoint / "params.dense_0.kernel" / ".zarray"
+    header_file.write_text(header_file.read_text().replace('"shape":[3,2]', '"shape":[Infinity,2]'))
+    assert "Infinity" in header_file.read_text()
+    result = invoke("inspect", checkpoint)
+    assert result.exit_code in (1, 2), result.stderr
+    assert result.stderr.startswith("icnn: error: ") and "unexpected" not in result.stderr
+
+
+@pytest.mark.parametrize("dim_hidden", [[10**30], [10**6, 10**6]], ids=["overflow", "terabytes"])
+def test_verify_does_not_rerun_a_recorded_model_too_big_for_any_machine(tmp_path, dim_hidden):
+    checkpoint = copy_golden(tmp_path, "icnn_tiny")
+    document = json.loads((checkpoint / "_CHECKPOINT_METADATA").read_text())
+    document["custom_metadata"]["icnn"]["config"]["model"]["dim_hidden"] = dim_hidden
+    (checkpoint / "_CHECKPOINT_METADATA").write_text(json.dumps(document))
+    result = invoke("verify", checkpoint)
+    assert result.exit_code == 1, result.stderr
+    assert "reproducibility skipped: not checked: the recorded " in result.stderr
+    assert "unexpected" not in result.stderr

@@ -30,9 +30,10 @@ from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec
-from icnn_cli.errors import USAGE_ERROR, IcnnError
+from icnn_cli.errors import USAGE_ERROR, IcnnError, first_line
 from icnn_cli.fingerprint import short_fingerprint
 from icnn_cli.tree_paths import flatten_with_paths
+from icnn_cli.units import format_bytes
 
 IntegrityStatus = Literal["ok", "damaged", "unreadable", "not recorded"]
 ReproducibilityStatus = Literal["bit-identical", "within atol", "differs", "skipped"]
@@ -259,8 +260,38 @@ def _rerun(spec: CheckpointSpec, path: Path) -> tuple[dict[tuple[str, ...], Any]
     device, where = _rerun_device(spec)
     prepared = prepare_init_with_samples(config, samples, [], device)
     with jax.threefry_partitionable(spec.threefry_partitionable):
+        problem = _rerun_problem(prepared)
+        if problem is not None:
+            return None, problem
         variables, _ = initialize_seed(prepared, spec.seed)
     return dict(flatten_with_paths(variables)), where
+
+
+def _rerun_problem(prepared: Any) -> str | None:
+    """Why the recorded init cannot run here, from its shapes (``eval_shape``: nothing
+    allocated); ``None`` when it can.
+
+    The spec comes from the checkpoint: a model that validates yet is too big for any
+    machine (``dim_hidden: [10**30]``) must be refused by its numbers, not allocated.
+    """
+    import jax
+
+    from icnn_cli import resources, rngs
+    from icnn_cli.pipeline import default_device
+
+    try:
+        with default_device(prepared.device):
+            stream_keys, _ = rngs.derive_stream_keys(prepared.config.init)
+            shapes = jax.eval_shape(prepared.init_variables, stream_keys)
+    except (OverflowError, ValueError, TypeError, MemoryError) as error:
+        return f"the recorded model cannot be initialised ({first_line(error, 120)})"
+    figures = resources.estimate(shapes, Path("."), [prepared.device])
+    if not figures.memory_fits:
+        return (
+            f"the recorded init needs ~{format_bytes(figures.peak_bytes)} at its peak, "
+            f"{format_bytes(figures.available_memory or 0)} available ({figures.memory_where})"
+        )
+    return None
 
 
 def _rerun_device(spec: CheckpointSpec) -> tuple[Any, str]:

@@ -81,7 +81,7 @@ def _tree_entries(document: Any, path: Path) -> list[tuple[tuple[str, ...], str]
             )
             value = entry["value_metadata"]
             value_type = value["value_type"]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise UnexpectedLayout("unexpected tree_metadata entry") from None
         guarded_files.inside(path, ".".join(parts), "leaf name", resolve=False)
         if value_type in EMPTY_VALUE_TYPES:
@@ -133,7 +133,9 @@ def _dtype(name: str) -> Any:
 
 def _shape_and_dtype(header: Any, use_zarr3: bool) -> tuple[tuple[int, ...], Any]:
     try:
-        shape = tuple(int(dim) for dim in header["shape"])
+        shape = tuple(header["shape"])
+        if not all(isinstance(dim, int) and not isinstance(dim, bool) for dim in shape):
+            raise ValueError("a dimension that is not an integer")
         if any(dim < 0 for dim in shape):
             raise ValueError("negative dimension")
         dtype = _dtype(header["data_type"] if use_zarr3 else header["dtype"])
