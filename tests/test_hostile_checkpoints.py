@@ -405,3 +405,23 @@ def test_verify_does_not_rerun_a_recorded_model_too_big_for_any_machine(tmp_path
     assert result.exit_code == 1, result.stderr
     assert "reproducibility skipped: not checked: the recorded " in result.stderr
     assert "unexpected" not in result.stderr
+
+
+def test_a_value_type_that_is_not_a_string_is_damage_not_a_crash(tmp_path):
+    checkpoint = copy_golden(tmp_path)
+    document = json.loads((checkpoint / "_METADATA").read_text())
+    for entry in document["tree_metadata"].values():
+        entry["value_metadata"]["value_type"] = ["np.ndarray"]
+    (checkpoint / "_METADATA").write_text(json.dumps(document))
+    result = invoke("inspect", checkpoint)
+    assert result.exit_code == 1, result.stderr
+    assert "_METADATA is unreadable or damaged" in result.stderr
+
+
+def test_a_scalar_whose_array_holds_several_values_is_damage(tmp_path):
+    checkpoint = copy_golden(tmp_path)
+    shutil.copy(checkpoint / "layers.0" / ".zarray", checkpoint / "step" / ".zarray")
+    shutil.copy(checkpoint / "layers.0" / "0", checkpoint / "step" / "0")
+    result = invoke("inspect", checkpoint)
+    assert result.exit_code == 1, result.stderr
+    assert "scalar step holds 2 values, not one" in result.stderr

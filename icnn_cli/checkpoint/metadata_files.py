@@ -81,6 +81,8 @@ def _tree_entries(document: Any, path: Path) -> list[tuple[tuple[str, ...], str]
             )
             value = entry["value_metadata"]
             value_type = value["value_type"]
+            if not isinstance(value_type, str):
+                raise TypeError("value_type is not a string")
         except (KeyError, TypeError, ValueError, OverflowError):
             raise UnexpectedLayout("unexpected tree_metadata entry") from None
         guarded_files.inside(path, ".".join(parts), "leaf name", resolve=False)

@@ -29,7 +29,7 @@ from icnn_cli.checkpoint.layout import TREE_KINDS, Checkpoint, Item, open_checkp
 from icnn_cli.checkpoint.metadata import quiet_absl, read_leaf_records, read_step_metadata
 from icnn_cli.checkpoint.single_files import FILE_KINDS
 from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
-from icnn_cli.errors import RUNTIME_ERROR, IcnnError, ResourcesExceeded
+from icnn_cli.errors import RUNTIME_ERROR, DamagedCheckpoint, IcnnError, ResourcesExceeded
 from icnn_cli.fingerprint import StreamingFingerprint, short_fingerprint
 from icnn_cli.records import LeafRecord
 from icnn_cli.units import format_bytes
@@ -240,10 +240,14 @@ def _with_scalar_values(path: Path, leaves: list[LeafRecord]) -> list[LeafRecord
     missing = [leaf for leaf in leaves if leaf.scalar and leaf.value is None]
     if not missing:
         return leaves
-    values = {
-        leaf.path: np.asarray(value).item()
-        for leaf, value in iter_leaf_arrays(path, lambda: read_step_metadata(path), missing)
-    }
+    values = {}
+    for leaf, value in iter_leaf_arrays(path, lambda: read_step_metadata(path), missing):
+        array = np.asarray(value)
+        if array.size != 1:
+            raise DamagedCheckpoint(
+                f"{path}: scalar {leaf.path_string} holds {array.size} values, not one"
+            )
+        values[leaf.path] = array.item()
     return [
         dataclasses.replace(leaf, value=values[leaf.path]) if leaf.path in values else leaf
         for leaf in leaves
