@@ -425,3 +425,11 @@ def test_a_scalar_whose_array_holds_several_values_is_damage(tmp_path):
     result = invoke("inspect", checkpoint)
     assert result.exit_code == 1, result.stderr
     assert "scalar step holds 2 values, not one" in result.stderr
+
+
+def test_a_damaged_scalar_read_with_the_metadata_is_damage(tmp_path):
+    checkpoint = copy_golden(tmp_path)
+    (checkpoint / "step" / "0").write_bytes(bytes(40))
+    result = invoke("inspect", checkpoint)
+    assert result.exit_code == 1, result.stderr
+    assert "cannot read array data" in result.stderr and "unexpected" not in result.stderr

@@ -28,7 +28,7 @@ from icnn_cli.checkpoint import guarded_files
 from icnn_cli.checkpoint.guarded_files import PER_LEAF_JSON_BYTES, ZARR_HEADER_BYTES
 from icnn_cli.checkpoint.layout import TREE_METADATA
 from icnn_cli.checkpoint.storage import is_remote, kvstore_spec, tensorstore_context
-from icnn_cli.errors import CheckpointRefused, first_line
+from icnn_cli.errors import CheckpointRefused, DamagedCheckpoint, first_line
 from icnn_cli.records import LeafRecord, records_of_values
 from icnn_cli.sharding import describe_spec
 
@@ -187,7 +187,12 @@ def leaf_records(path: Path) -> list[LeafRecord]:
             if shape:
                 raise UnexpectedLayout(f"scalar {name!r} has shape {list(shape)}")
             read = read or array_reader(path)
-            value = read(LeafRecord.of_array(parts, shape, dtype))
+            try:
+                value = read(LeafRecord.of_array(parts, shape, dtype))
+            except (ValueError, RuntimeError) as error:  # tensorstore: bad header, bad data
+                raise DamagedCheckpoint(
+                    f"{path}: cannot read array data ({first_line(error)})"
+                ) from None
             records.append(LeafRecord.of_scalar(parts, value.item(), python_type_name(dtype)))
             continue
         sharding = describe_spec(specs[name]) if name in specs else None
