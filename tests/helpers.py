@@ -125,3 +125,31 @@ def flip_bytes(checkpoint: Path) -> None:
     for offset in range(len(content) // 2, len(content) // 2 + 4):
         content[offset] ^= 0xFF
     data.write_bytes(bytes(content))
+
+
+# Generous: a reading command answers in well under a second; only a hang gets near it.
+HANG_GUARD_SECONDS = 120
+
+
+def invoke_unblocked(*args: Any) -> Any:
+    """Run ``icnn ARGS`` in-process (stderr apart) on this thread; a command that blocks
+    (a FIFO opened for reading, say) fails the test rather than hanging the suite.
+
+    SIGALRM interrupts a blocked ``open()`` or ``read()``; the handler's exception ends it.
+    """
+    import signal
+
+    from typer.testing import CliRunner
+
+    from icnn_cli.cli import app
+
+    def blocked(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"icnn {' '.join(map(str, args))} blocked")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(HANG_GUARD_SECONDS)
+    try:
+        return CliRunner().invoke(app, [str(arg) for arg in args])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -111,7 +111,7 @@ def _is_tree(checkpoint: Checkpoint, item: str | None) -> bool:
 
 def _statistics(leaf: LeafRecord, value: Any) -> LeafStats | None:
     # A typed key's stored data is random bits, and a string has no statistics.
-    if leaf.key_impl or isinstance(value, str):
+    if leaf.key_impl or isinstance(value, str | bytes):
         return None
     return leaf_statistics(value)
 

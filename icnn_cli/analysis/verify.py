@@ -34,11 +34,12 @@ from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
 from icnn_cli.checkpoint.storage import StoragePath, is_remote
-from icnn_cli.errors import IcnnError, is_bad_input
+from icnn_cli.errors import IcnnError, first_line, is_bad_input
 from icnn_cli.fingerprint import short_fingerprint
 from icnn_cli.model import SampleFile
 from icnn_cli.records import LeafRecord
 from icnn_cli.tree_paths import flatten_with_paths
+from icnn_cli.units import format_bytes
 
 IntegrityStatus = Literal["ok", "damaged", "unreadable", "not recorded"]
 ReproducibilityStatus = Literal["bit-identical", "within atol", "differs", "skipped"]
@@ -455,7 +456,7 @@ class Reruns:
     def _prepare(self, spec: CheckpointSpec, config: Any) -> tuple[Any, str]:
         import jax
 
-        from icnn_cli.pipeline import check_resources, prepare_init_with_samples
+        from icnn_cli.pipeline import prepare_init_with_samples
 
         samples, sample_files = None, []
         if spec.gaussian_map_samples:
@@ -472,8 +473,11 @@ class Reruns:
             prepared = prepare_init_with_samples(
                 config, samples, sample_files, device, self.compile_cache
             )
-            # The re-run needs the memory the init needed: refused with the same numbers.
-            check_resources(prepared)
+            # A spec read from a checkpoint is untrusted: a model too big for this machine
+            # is reported by its numbers, never allocated.
+            problem = _rerun_problem(prepared)
+        if problem is not None:
+            return None, problem
         return prepared, where
 
 
@@ -577,6 +581,33 @@ def _reproducibility(
             f"{comparison.max_abs_diff:.3g}), not bit for bit (re-run {note})",
         )
     return CheckResult(IDENTICAL, f"all {count} leaves re-run bit for bit {note}")
+
+
+def _rerun_problem(prepared: Any) -> str | None:
+    """Why the recorded init cannot run here, from its shapes (``eval_shape``: nothing
+    allocated); ``None`` when it can.
+
+    The spec comes from the checkpoint: a model that validates yet is too big for any
+    machine (``dim_hidden: [10**30]``) must be refused by its numbers, not allocated.
+    """
+    import jax
+
+    from icnn_cli import resources, rngs
+    from icnn_cli.pipeline import default_device
+
+    try:
+        with default_device(prepared.device):
+            stream_keys, _ = rngs.derive_stream_keys(prepared.config.init)
+            shapes = jax.eval_shape(prepared.init_variables, stream_keys)
+    except (OverflowError, ValueError, TypeError, MemoryError) as error:
+        return f"the recorded model cannot be initialised ({first_line(error, 120)})"
+    figures = resources.estimate(shapes, None, [prepared.device])
+    if not figures.memory_fits:
+        return (
+            f"the recorded init needs ~{format_bytes(figures.peak_bytes)} at its peak, "
+            f"{format_bytes(figures.available_memory or 0)} available ({figures.memory_where})"
+        )
+    return None
 
 
 def _rerun_device(spec: CheckpointSpec) -> tuple[Any, str]:

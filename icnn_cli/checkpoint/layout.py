@@ -32,18 +32,19 @@ one place, so that a new release's layout is one new case beside the others.
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from icnn_cli.checkpoint import guarded_files
 from icnn_cli.checkpoint.single_files import FILE_KINDS, LAYOUTS, sniff
 from icnn_cli.checkpoint.spec import METADATA_KEY
 from icnn_cli.checkpoint.storage import (
     StoragePath,
     check_reachable,
-    file_size,
     is_remote,
     missing_bucket,
 )
@@ -52,7 +53,13 @@ from icnn_cli.checkpoint.temporaries import (
     interrupted_swap_hint,
     is_temporary,
 )
-from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint, first_line
+from icnn_cli.errors import (
+    CheckpointRefused,
+    DamagedCheckpoint,
+    IcnnError,
+    NotACheckpoint,
+    first_line,
+)
 
 COMMIT_MARKER = "commit_success.txt"
 TREE_METADATA = "_METADATA"
@@ -197,6 +204,7 @@ def manager_steps(path: StoragePath) -> list[tuple[int, str]]:
     for child in path.iterdir():
         match = STEP_NAME.match(child.name)
         if match and not is_temporary(child) and child.is_dir():
+            guarded_files.inside(path, child.name, "step directory")  # no link out of the root
             found.append((int(match.group("number")), child.name))
     return sorted(found)
 
@@ -261,16 +269,18 @@ def read_checkpoint_metadata(path: StoragePath) -> CheckpointMetadata:
     icnn checkpoint look foreign, so the file is checked here.
     """
     file = path / CHECKPOINT_METADATA
-    if not file.exists():
-        return CheckpointMetadata()  # Orbax 0.4 wrote none; nothing is lost
     problem = None
     content: Any = None
-    if file_size(file) > MAX_CHECKPOINT_METADATA_BYTES:
-        problem = f"is larger than {MAX_CHECKPOINT_METADATA_BYTES} bytes"
+    try:
+        data = guarded_files.read_bytes(path, file, MAX_CHECKPOINT_METADATA_BYTES)
+    except FileNotFoundError:
+        return CheckpointMetadata()  # Orbax 0.4 wrote none; nothing is lost
+    except OSError as error:
+        problem = f"is unreadable ({first_line(error)})"
     else:
         try:
-            content = json.loads(file.read_bytes())
-        except (ValueError, OSError) as error:
+            content = guarded_files.load_json(data, path, CHECKPOINT_METADATA)
+        except ValueError as error:
             problem = f"is not valid JSON ({first_line(error)})"
         else:
             if not isinstance(content, dict):
@@ -343,15 +353,12 @@ def _items(path: StoragePath, metadata: CheckpointMetadata) -> tuple[list[Item],
         return [Item(None, path, "pytree", handler)], layout
     v1 = (path / V1_MARKER).is_file()
     if isinstance(handlers, dict) and handlers:
-        items = [
-            Item(
-                str(name),
-                path / str(name),
-                _kind_of_files(path / str(name)) or _kind_of_handler(str(handler)),
-                str(handler),
-            )
-            for name, handler in sorted(handlers.items())
-        ]
+        items = []
+        for name, handler in sorted(handlers.items()):
+            # Item names come from the checkpoint: "/elsewhere" or "../x" must not lead out.
+            directory = guarded_files.inside(path, str(name))
+            kind = _kind_of_files(directory) or _kind_of_handler(str(handler))
+            items.append(Item(str(name), directory, kind, str(handler)))
         api = "v1" if any(".v1." in str(handler) for handler in handlers.values()) else "v0"
     else:
         # Without handlers, items are told by their files; step directories (a root's
@@ -443,6 +450,8 @@ def open_checkpoint(path: StoragePath) -> Checkpoint:
     if not path.exists():
         raise _not_found(path)
     if not path.is_dir():
+        if not is_remote(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            raise CheckpointRefused(f"{path}: is not a regular file nor a directory")
         if is_remote(path):
             raise IcnnError(
                 f"{path}: is a file; icnn reads Orbax checkpoint directories from object "
@@ -459,6 +468,8 @@ def open_checkpoint(path: StoragePath) -> Checkpoint:
         raise IcnnError(
             f"{path}: an unfinished save left this temporary directory; it is not a checkpoint"
         )
+    # Orbax and tensorstore open their files themselves: no special file, no link out.
+    guarded_files.check_tree(path)
     metadata = read_checkpoint_metadata(path)
     found = _items(path, metadata)
     if found is None and is_remote(path) and has_unfinished_save(path):

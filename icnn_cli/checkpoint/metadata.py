@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from icnn_cli.checkpoint import metadata_files
+from icnn_cli.checkpoint import guarded_files, metadata_files
 from icnn_cli.checkpoint.layout import MSGPACK_TREE, TREE_METADATA, Item, tree_file_missing
 from icnn_cli.checkpoint.storage import StoragePath, file_size, files_under, is_remote, orbax_path
 from icnn_cli.errors import DamagedCheckpoint, first_line
@@ -175,9 +174,8 @@ def read_json_item(item: Item) -> Any:
     file = item.json_file
     if file is None:
         raise DamagedCheckpoint(f"{item.path}: JSON item without its document file")
-    if file_size(file) > MAX_JSON_ITEM_BYTES:
-        raise DamagedCheckpoint(f"{file}: JSON item is larger than {MAX_JSON_ITEM_BYTES} bytes")
     try:
-        return json.loads(file.read_bytes())
+        data = guarded_files.read_bytes(item.path, file, MAX_JSON_ITEM_BYTES)
+        return guarded_files.load_json(data, item.path, file.name)
     except (ValueError, OSError) as error:
         raise DamagedCheckpoint(f"{file}: JSON item is unreadable ({first_line(error)})") from None

@@ -20,19 +20,19 @@ Typed PRNG keys are stored as their ``uint32`` key data; only
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from icnn_cli.checkpoint import guarded_files
+from icnn_cli.checkpoint.guarded_files import PER_LEAF_JSON_BYTES, ZARR_HEADER_BYTES
 from icnn_cli.checkpoint.layout import MSGPACK_TREE, TREE_METADATA, is_msgpack_tree_only
 from icnn_cli.checkpoint.storage import (
     StoragePath,
-    file_size,
     is_remote,
     kvstore_spec,
     tensorstore_context,
 )
-from icnn_cli.errors import first_line
+from icnn_cli.errors import CheckpointRefused, DamagedCheckpoint, first_line
 from icnn_cli.records import LeafRecord, records_of_values
 from icnn_cli.sharding import describe_spec
 
@@ -51,15 +51,25 @@ class UnexpectedLayout(Exception):
     """The metadata files do not look as this reader expects; use Orbax's API instead."""
 
 
-def _load_json(file: StoragePath) -> Any:
+def _load_json(path: StoragePath, name: str, cap: int = PER_LEAF_JSON_BYTES) -> Any:
+    """The JSON file ``name`` of the item at ``path``, through the guarded opener.
+
+    A missing or undecodable file is an :class:`UnexpectedLayout` (Orbax's API is tried
+    instead); a file that breaks a safety rule is refused (:class:`CheckpointRefused`).
+    """
+    file = guarded_files.inside(path, name, "file name")
     try:
-        return json.loads(file.read_bytes())
+        return guarded_files.load_json(guarded_files.read_bytes(path, file, cap), path, name)
     except (OSError, ValueError) as error:
-        raise UnexpectedLayout(f"{file.name}: {error}") from None
+        raise UnexpectedLayout(f"{name}: {first_line(error)}") from None
 
 
-def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], str]]:
-    """``(path parts, value type)`` of every leaf in ``_METADATA``, in jax's tree order."""
+def _tree_entries(document: Any, path: StoragePath) -> list[tuple[tuple[str, ...], str]]:
+    """``(path parts, value type)`` of every leaf in ``_METADATA``, in jax's tree order.
+
+    Each leaf's stored name (its parts joined by ``.``) is where Orbax and tensorstore
+    look for its array: one that leaves the item is refused before anything opens it.
+    """
     try:
         entries = document["tree_metadata"].values()
     except (KeyError, TypeError, AttributeError):
@@ -75,8 +85,11 @@ def _tree_entries(document: Any) -> list[tuple[tuple[str, ...], str]]:
             )
             value = entry["value_metadata"]
             value_type = value["value_type"]
-        except (KeyError, TypeError, ValueError):
+            if not isinstance(value_type, str):
+                raise TypeError("value_type is not a string")
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise UnexpectedLayout("unexpected tree_metadata entry") from None
+        guarded_files.inside(path, ".".join(parts), "leaf name", resolve=False)
         if value_type in EMPTY_VALUE_TYPES:
             continue
         if value_type not in (*ARRAY_VALUE_TYPES, SCALAR_VALUE_TYPE, STRING_VALUE_TYPE):
@@ -93,14 +106,22 @@ def _zarr_headers(
 ) -> list[Any]:
     header_file = "zarr.json" if use_zarr3 else ".zarray"
     if not use_ocdbt:
-        return [_load_json(path / name / header_file) for name in names]
+        return [_load_json(path, f"{name}/{header_file}", ZARR_HEADER_BYTES) for name in names]
     import tensorstore as ts
 
     try:
         spec = {"driver": "ocdbt", "base": kvstore_spec(path)}
         store = ts.KvStore.open(spec, context=tensorstore_context(path)).result()
         reads = [store.read(f"{name}/{header_file}") for name in names]
-        return [json.loads(read.result().value) for read in reads]
+        headers = []
+        for name, read in zip(names, reads, strict=True):
+            value = read.result().value
+            if len(value) > ZARR_HEADER_BYTES:
+                raise CheckpointRefused(
+                    f"{path}: {name}/{header_file} is larger than {ZARR_HEADER_BYTES} bytes"
+                )
+            headers.append(guarded_files.load_json(value, path, f"{name}/{header_file}"))
+        return headers
     except (ValueError, RuntimeError) as error:  # tensorstore reports missing data as ValueError
         raise UnexpectedLayout(first_line(error)) from None
 
@@ -120,7 +141,11 @@ def _dtype(name: str) -> Any:
 
 def _shape_and_dtype(header: Any, use_zarr3: bool) -> tuple[tuple[int, ...], Any]:
     try:
-        shape = tuple(int(dim) for dim in header["shape"])
+        shape = tuple(header["shape"])
+        if not all(isinstance(dim, int) and not isinstance(dim, bool) for dim in shape):
+            raise ValueError("a dimension that is not an integer")
+        if any(dim < 0 for dim in shape):
+            raise ValueError("negative dimension")
         dtype = _dtype(header["data_type"] if use_zarr3 else header["dtype"])
     except (KeyError, TypeError, ValueError):
         raise UnexpectedLayout("unexpected zarr header") from None
@@ -141,7 +166,7 @@ def storage_flags(path: StoragePath) -> tuple[bool, bool]:
 
 def _tree_document(path: StoragePath) -> tuple[dict[str, Any], bool, bool]:
     """``_METADATA`` and its storage flags: ``(document, use_ocdbt, use_zarr3)``."""
-    document = _load_json(path / TREE_METADATA)
+    document = _load_json(path, TREE_METADATA)
     if not isinstance(document, dict):
         raise UnexpectedLayout(f"{TREE_METADATA} is not an object")
     use_ocdbt, use_zarr3 = document.get("use_ocdbt"), document.get("use_zarr3")
@@ -164,7 +189,7 @@ def leaf_records(path: StoragePath) -> list[LeafRecord]:
     element), and a string's comes from ``_strings.json``.
     """
     document, use_ocdbt, use_zarr3 = _tree_document(path)
-    entries = _tree_entries(document)
+    entries = _tree_entries(document, path)
     stored = [(parts, kind) for parts, kind in entries if kind != STRING_VALUE_TYPE]
     names = [".".join(parts) for parts, _ in stored]
     headers = dict(zip(names, _zarr_headers(path, names, use_ocdbt, use_zarr3), strict=True))
@@ -181,8 +206,15 @@ def leaf_records(path: StoragePath) -> list[LeafRecord]:
             continue
         shape, dtype = _shape_and_dtype(headers[name], use_zarr3)
         if kind == SCALAR_VALUE_TYPE:
+            if shape:
+                raise UnexpectedLayout(f"scalar {name!r} has shape {list(shape)}")
             read = read or array_reader(path)
-            value = read(LeafRecord.of_array(parts, shape, dtype))
+            try:
+                value = read(LeafRecord.of_array(parts, shape, dtype))
+            except (ValueError, RuntimeError) as error:  # tensorstore: bad header, bad data
+                raise DamagedCheckpoint(
+                    f"{path}: cannot read array data ({first_line(error)})"
+                ) from None
             records.append(LeafRecord.of_scalar(parts, value.item(), python_type_name(dtype)))
             continue
         sharding = describe_spec(specs[name]) if name in specs else None
@@ -198,7 +230,7 @@ def python_type_name(dtype: Any) -> str:
 
 
 def strings(path: StoragePath) -> dict[str, Any]:
-    document = _load_json(path / STRINGS)
+    document = _load_json(path, STRINGS)
     if not isinstance(document, dict):
         raise UnexpectedLayout(f"{STRINGS} is not an object")
     return document
@@ -212,7 +244,7 @@ def key_impls(path: StoragePath) -> dict[str, str]:
     impls: dict[str, str] = {}
     for file in sorted(directory.iterdir()):
         try:
-            document = _load_json(file)
+            document = _load_json(path, f"{ARRAY_METADATAS}/{file.name}")
             for entry in document["array_metadatas"]:
                 metadata = entry["array_metadata"]
                 impl = (metadata.get("ext_metadata") or {}).get("random_key_impl")
@@ -235,10 +267,10 @@ def partition_specs(path: StoragePath) -> dict[str, list]:
     import base64
 
     try:
-        document = _load_json(path / SHARDINGS)
+        document = _load_json(path, SHARDINGS)
         specs = {}
         for encoded, text in document.items():
-            sharding = json.loads(text)
+            sharding = guarded_files.load_json(text, path, SHARDINGS)
             if sharding.get("sharding_type") == "NamedSharding":
                 name = base64.b64decode(encoded).decode()
                 specs[name] = list(sharding["partition_spec"])
@@ -273,6 +305,8 @@ def array_reader(path: StoragePath) -> Any:
         rechecks = {}
 
     def read(leaf: LeafRecord) -> Any:
+        if not use_ocdbt and not is_remote(path):
+            guarded_files.check_chunk_files(path, ".".join(leaf.path), leaf.nbytes)
         spec = {"driver": driver, "kvstore": kvstore, "path": ".".join(leaf.path), **rechecks}
         store = ts.open(spec, open=True, read=True, context=context).result()
         return store.read().result()
@@ -285,20 +319,18 @@ PLACEHOLDER_PREFIX = "PLACEHOLDER://"  # Orbax 0.4: "the value is in the array s
 
 
 def _msgpack_leaves(path: StoragePath) -> dict[tuple[str, ...], Any] | None:
-    """Every leaf of the msgpack tree, values and placeholders; ``None`` without the file."""
-    from flax.serialization import msgpack_restore
-
+    """Every leaf of the msgpack tree, values and placeholders; ``None`` without the file
+    (or one too large to be Orbax 0.4's tree). Read through the guarded opener."""
     from icnn_cli.tree_paths import flatten_with_paths
 
     file = path / MSGPACK_TREE
-    if not file.is_file() or file_size(file) > MAX_MSGPACK_TREE_BYTES:
+    if not guarded_files.is_regular_file(path, file):
         return None
-    try:
-        tree = msgpack_restore(file.read_bytes())
-    except Exception as error:  # msgpack raises its own types for broken data
-        raise UnexpectedLayout(
-            f"{MSGPACK_TREE} (the msgpack tree) is not valid msgpack: {first_line(error)}"
-        ) from None
+    if guarded_files.regular_file_size(path, file) > MAX_MSGPACK_TREE_BYTES:
+        return None  # too large to be Orbax 0.4's aggregated tree
+    guarded_files.check_msgpack_fits(path, file)
+    data = guarded_files.read_bytes(path, file, MAX_MSGPACK_TREE_BYTES)
+    tree = guarded_files.restore_msgpack(data, path, MSGPACK_TREE, UnexpectedLayout)
     return dict(flatten_with_paths(tree))
 
 

@@ -29,7 +29,10 @@ def written_at(commit_timestamp_nsecs: object) -> str | None:
     """Orbax's commit timestamp (nanoseconds since the epoch) as ISO 8601 UTC, if recorded."""
     if not isinstance(commit_timestamp_nsecs, int) or commit_timestamp_nsecs <= 0:
         return None
-    moment = datetime.datetime.fromtimestamp(commit_timestamp_nsecs // 10**9, datetime.UTC)
+    try:
+        moment = datetime.datetime.fromtimestamp(commit_timestamp_nsecs // 10**9, datetime.UTC)
+    except (OverflowError, OSError, ValueError):  # a time past year 9999 is not a time
+        return None
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

@@ -14,12 +14,14 @@ Leaf paths: keys with ``/`` are split on it (an export of an icnn checkpoint, sa
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from icnn_cli.checkpoint.storage import StoragePath, file_size
+from icnn_cli.checkpoint import guarded_files
+from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.errors import DamagedCheckpoint, IcnnError, first_line
 from icnn_cli.records import LeafRecord, records_of_values
 
@@ -54,7 +56,7 @@ SAFETENSORS_DTYPES = {
 
 def sniff(path: StoragePath) -> FileKind | None:
     """The format of the file at ``path`` from its first bytes, or ``None``."""
-    with open(path, "rb") as handle:
+    with os.fdopen(guarded_files.open_regular(path, path), "rb") as handle:
         head = handle.read(16)
     if head.startswith(ZIP_MAGIC):
         return "npz" if _looks_like_npz(path) else None
@@ -142,20 +144,28 @@ def _npz_records(path: StoragePath) -> list[LeafRecord]:
                     else np.lib.format.read_array_header_2_0
                 )
                 shape, _, dtype = read_header(member)
+                header_bytes = member.tell()
             if dtype.hasobject:
                 raise IcnnError(f"{path}: {key} holds Python objects (a pickle): not read")
-            records.append(LeafRecord.of_array(parts[key], shape, dtype))
+            record = LeafRecord.of_array(parts[key], shape, dtype)
+            # The zip header declares the member's inflated size: an .npy header that
+            # declares more data than that is damage, found before anything is inflated.
+            stored = archive.getinfo(f"{key}.npy").file_size
+            if stored < header_bytes + record.nbytes:
+                raise DamagedCheckpoint(
+                    f"{path}: {key} declares {record.nbytes} bytes of data but its zip entry "
+                    f"holds {max(stored - header_bytes, 0)}"
+                )
+            records.append(record)
     return records
 
 
 def _msgpack_tree(path: StoragePath) -> dict[tuple[str, ...], Any]:
-    from flax.serialization import msgpack_restore
-
     from icnn_cli.tree_paths import flatten_with_paths
 
-    if file_size(path) > MAX_MSGPACK_BYTES:
-        raise IcnnError(f"{path}: msgpack file larger than {MAX_MSGPACK_BYTES} bytes: not read")
-    tree = msgpack_restore(path.read_bytes())
+    guarded_files.check_msgpack_fits(path, path)
+    data = guarded_files.read_bytes(path, path, MAX_MSGPACK_BYTES)
+    tree = guarded_files.restore_msgpack(data, path, "msgpack file", ValueError)
     if not isinstance(tree, dict):
         raise IcnnError(f"{path}: msgpack file does not hold a tree of arrays")
     return dict(flatten_with_paths(tree))

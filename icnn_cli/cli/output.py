@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -72,7 +73,11 @@ class Output:
         """
         if self.json_mode:
             document = data() if callable(data) else data
-            sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+            try:
+                text = json.dumps(document, indent=2, allow_nan=False)
+            except ValueError:  # a NaN or infinity from a checkpoint: JSON has none
+                text = json.dumps(_finite(document), indent=2, allow_nan=False)
+            sys.stdout.write(text + "\n")
         elif self.markdown_mode and markdown is not None:
             sys.stdout.write(markdown())
         else:
@@ -130,3 +135,14 @@ class Output:
     @staticmethod
     def error(message: str) -> None:
         sys.stderr.write(f"icnn: error: {visible(message)}\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as ``None`` (JSON's ``null``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

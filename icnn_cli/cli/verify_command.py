@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from icnn_cli.checkpoint.storage import storage_path
-from icnn_cli.cli.errors import reported_errors
+from icnn_cli.cli.errors import RUNTIME_ERROR, reported_errors
 from icnn_cli.cli.options import JsonOpt, NoCompileCacheOpt
 from icnn_cli.cli.output import Output
-from icnn_cli.errors import RUNTIME_ERROR
 
 if TYPE_CHECKING:
     from icnn_cli.analysis.verify import VerifyReport

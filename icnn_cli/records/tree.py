@@ -8,6 +8,7 @@ plain data; ``icnn_cli.render`` turns finished rows into cells and draws the gui
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -63,6 +64,7 @@ class SummaryRow:
 _INDEXED_NAME = re.compile(r"^(.*?)(\d+)$")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # sibling names repeat in every module of a big tree
 def _natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
