@@ -18,9 +18,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-USAGE_ERROR = 2  # transitional: the CLI maps classes to exit codes (icnn_cli/cli/errors.py)
-RUNTIME_ERROR = 1
-
 _MARK = "\x00"
 _REFERENCE = re.compile(f"{_MARK}([a-z_]+){_MARK}")
 _NO_VALUE: Any = object()
@@ -41,15 +38,7 @@ class IcnnError(Exception):
       value: the value given for ``parameter``, shown beside it.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        # transitional: IcnnError(message, RUNTIME_ERROR) of the code before the classes
-        if cls is IcnnError and len(args) == 2 and args[1] == RUNTIME_ERROR:
-            return RuntimeFailure(args[0])
-        return super().__new__(cls)
-
-    def __init__(self, problem: str, parameter: Any = None, value: Any = _NO_VALUE) -> None:
-        if parameter in (USAGE_ERROR, RUNTIME_ERROR):  # transitional, see __new__
-            parameter = None
+    def __init__(self, problem: str, parameter: str | None = None, value: Any = _NO_VALUE) -> None:
         super().__init__(problem)
         self.problem = problem
         self.parameter = parameter
@@ -67,10 +56,6 @@ class IcnnError(Exception):
         if self.has_value():
             subject = wording.with_value(subject, self.value)
         return f"{subject}: {text}"
-
-    @property
-    def exit_code(self) -> int:  # transitional
-        return USAGE_ERROR if is_bad_input(self) else RUNTIME_ERROR
 
     @property
     def message(self) -> str:
