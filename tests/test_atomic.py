@@ -26,7 +26,7 @@ from icnn_cli.checkpoint import writing
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.temporaries import ASIDE_TAG, ORBAX_TMP_SUFFIX, STAGING_TAG
 from icnn_cli.config import load_config
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import IcnnError, RuntimeFailure
 from icnn_cli.pipeline import initialize_seed, prepare_init
 from tests.helpers import ICNN, tiny_model
 
@@ -175,7 +175,7 @@ def test_fresh_out_without_renameat2_still_refuses_to_overwrite_a_racer(
         # A racer committed first: plain rename(2) will not replace a non-empty directory.
         writing._move_in(racer_dir, out)
 
-    assert raised.value.exit_code == 1
+    assert isinstance(raised.value, RuntimeFailure)
     assert "another process created it while this one was writing" in raised.value.message
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import icnn_cli
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import IcnnError, RuntimeFailure
 from tests.helpers import flip_bytes, largest_data_file, run_icnn, tiny_model
 
 
@@ -146,7 +146,7 @@ def test_load_refuses_damage(damaged):
     with pytest.raises(IcnnError) as raised:
         icnn_cli.load(path)
 
-    assert raised.value.exit_code == 1
+    assert isinstance(raised.value, RuntimeFailure)
     assert expected in raised.value.message
 
 

@@ -15,7 +15,7 @@ import yaml
 
 import icnn_cli
 from icnn_cli.config import IcnnConfig
-from icnn_cli.errors import IcnnError
+from icnn_cli.errors import IcnnError, OutputExists
 from tests.helpers import tiny_model
 
 CONFIG = {"model": tiny_model(), "init": {"seed": 3}}
@@ -120,7 +120,7 @@ def test_out_refuses_an_existing_checkpoint_unless_force(write_config, tmp_path)
     with pytest.raises(IcnnError, match="already exists") as refused:
         icnn_cli.init(config_path, seed=1, out=tmp_path / "ckpt")
 
-    assert refused.value.exit_code == 2
+    assert isinstance(refused.value, OutputExists)
     icnn_cli.init(config_path, seed=1, out=tmp_path / "ckpt", force=True)
     assert icnn_cli.inspect(tmp_path / "ckpt").spec["seed"] == 1
 

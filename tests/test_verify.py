@@ -174,7 +174,7 @@ def rewrite_spec(checkpoint_dir, change):
 
 def test_embedded_config_is_validated_before_it_drives_a_rerun(icnn, original):
     from icnn_cli import load
-    from icnn_cli.errors import IcnnError
+    from icnn_cli.errors import DamagedCheckpoint, IcnnError
 
     rewrite_spec(original, lambda spec: spec["config"]["model"].update(act_fn="os.system"))
 
@@ -186,7 +186,7 @@ def test_embedded_config_is_validated_before_it_drives_a_rerun(icnn, original):
     reproducibility = report["checkpoints"][0]["reproducibility"]
     assert reproducibility["status"] == "skipped"
     assert "embedded config is invalid: model.act_fn" in reproducibility["detail"]
-    assert raised.value.exit_code == 1
+    assert isinstance(raised.value, DamagedCheckpoint)
     assert "embedded config is invalid: model.act_fn" in raised.value.message
 
 
