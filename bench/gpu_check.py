@@ -38,6 +38,14 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, subprocess.Compl
     return time.perf_counter() - start, done
 
 
+def icnn_init(
+    config: Path, platform: str, out: Path, env: dict[str, str], *extra: str
+) -> tuple[float, subprocess.CompletedProcess]:
+    """``icnn init -c CONFIG --platform PLATFORM --out OUT [EXTRA]``, timed."""
+    argv = [*ICNN, "init", "-c", str(config), "--platform", platform, "--out", str(out)]
+    return timed([*argv, *extra], env)
+
+
 def must(done: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
     if done.returncode != 0:
         raise SystemExit(f"{what} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -94,25 +102,9 @@ def main() -> None:
 
     # 1. end to end on the GPU
     ckpt = work / "gpu-default"
-    cold, done = timed(
-        [*ICNN, "init", "-c", str(default), "--platform", "gpu", "--out", str(ckpt), "--json"],
-        {**env, **cache},
-    )
+    cold, done = icnn_init(default, "gpu", ckpt, {**env, **cache}, "--json")
     init_json = json.loads(must(done, "icnn init --platform gpu").stdout)
-    warm, _ = timed(
-        [
-            *ICNN,
-            "init",
-            "-c",
-            str(default),
-            "--platform",
-            "gpu",
-            "--out",
-            str(work / "gpu-default-2"),
-            "--json",
-        ],
-        {**env, **cache},
-    )
+    warm, _ = icnn_init(default, "gpu", work / "gpu-default-2", {**env, **cache}, "--json")
     inspected = json.loads(
         must(timed([*ICNN, "inspect", str(ckpt), "--json"], env)[1], "icnn inspect").stdout
     )
@@ -142,79 +134,17 @@ def main() -> None:
         must(done, "plain_init.py")
         plain_times.append(seconds)
         fresh = {"ICNN_COMPILE_CACHE_DIR": str(work / f"cold-cache-{index}")}
-        seconds, done = timed(
-            [
-                *ICNN,
-                "init",
-                "-c",
-                str(default),
-                "--platform",
-                "gpu",
-                "--out",
-                str(work / f"cold-{index}"),
-            ],
-            {**env, **fresh},
-        )
+        seconds, done = icnn_init(default, "gpu", work / f"cold-{index}", {**env, **fresh})
         icnn_cold.append(seconds)
-        seconds, done = timed(
-            [
-                *ICNN,
-                "init",
-                "-c",
-                str(default),
-                "--platform",
-                "gpu",
-                "--out",
-                str(work / f"warm-{index}"),
-            ],
-            {**env, **cache},
-        )
+        seconds, done = icnn_init(default, "gpu", work / f"warm-{index}", {**env, **cache})
         icnn_warm.append(seconds)
-    sweep_seconds, done = timed(
-        [
-            *ICNN,
-            "init",
-            "-c",
-            str(default),
-            "--platform",
-            "gpu",
-            "--seeds",
-            "0:64",
-            "--out",
-            str(work / "sweep"),
-        ],
-        {**env, **cache},
+    sweep_seconds, done = icnn_init(
+        default, "gpu", work / "sweep", {**env, **cache}, "--seeds", "0:64"
     )
     must(done, "sweep")
-    large_gpu, done = timed(
-        [
-            *ICNN,
-            "init",
-            "-c",
-            str(large),
-            "--platform",
-            "gpu",
-            "--out",
-            str(work / "large-gpu"),
-            "--json",
-        ],
-        {**env, **cache},
-    )
+    large_gpu, done = icnn_init(large, "gpu", work / "large-gpu", {**env, **cache}, "--json")
     must(done, "large gpu")
-    large_cpu, done = timed(
-        [
-            *ICNN,
-            "init",
-            "-c",
-            str(large),
-            "--platform",
-            "cpu",
-            "--out",
-            str(work / "large-cpu"),
-            "--json",
-        ],
-        {**env, **cache},
-    )
+    large_cpu, done = icnn_init(large, "cpu", work / "large-cpu", {**env, **cache}, "--json")
     must(done, "large cpu")
     report["parity_large"] = parity(work / "large-gpu", large)
 
