@@ -6,6 +6,7 @@ Plain helpers (paths, ``run_icnn``, ``tiny_model``, tree comparisons) live in
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,24 @@ from typer.testing import CliRunner
 from icnn_cli.cli import app
 
 pytest_plugins = ["tests.gcs_fixtures"]
+
+
+def shared_test_directory(
+    config: pytest.Config, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Path:
+    """A directory every xdist worker of this run shares, kept between runs when it can be.
+
+    pytest's cache (``config.cache``) when the cacheprovider plugin is on, else the
+    run's base temporary directory, which the workers' own ones sit in.
+    """
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir(name))
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+    directory = shared / name
+    directory.mkdir(exist_ok=True)
+    return directory
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,16 +52,25 @@ def colour_setting_of_a_plain_terminal():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_compile_cache(tmp_path_factory: pytest.TempPathFactory):
+def private_compile_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """Keep JAX's persistent compilation cache out of the real ~/.cache during tests.
 
+    One directory for the whole run, shared by every xdist worker and kept between runs
+    in pytest's own cache (``.pytest_cache/d/icnn-compile-cache``; ``--cache-clear`` or
+    ``make clean`` empties it, and ``-p no:cacheprovider`` gives each run a fresh one).
+    The cache is keyed by the compiled program and the installed versions, so a warm
+    entry is never a stale one. It is on for this process too, so every in-process
+    compile (check's search, health's probe, an init) is stored and found again.
     Set for the whole session (subprocesses inherit it), since JAX reads the
     cache directory once per process.
     """
-    directory = tmp_path_factory.mktemp("compile-cache")
+    directory = shared_test_directory(request.config, tmp_path_factory, "icnn-compile-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ICNN_COMPILE_CACHE_DIR", str(directory))
         patch.delenv("ICNN_NO_COMPILE_CACHE", raising=False)
+        from icnn_cli.compile_cache import configure_compile_cache
+
+        configure_compile_cache(enabled=True)
         yield directory
 
 
