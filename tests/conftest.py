@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from icnn_cli.cli import app
 
-pytest_plugins = ["tests.gcs_fixtures"]
+pytest_plugins = ["tests.gcs_fixtures", "tests.cpu_durations"]
 
 
 def shared_test_directory(
@@ -113,3 +113,45 @@ def init_checkpoint(icnn, write_config, tmp_path: Path):
         return out
 
     return make
+
+
+def _init_once(directory: Path, config: Path, *args: Any) -> Path:
+    out = directory / "ckpt"
+    result = CliRunner().invoke(
+        app, ["init", "-c", str(config), "--out", str(out), *map(str, args)]
+    )
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``icnn init`` of ``tiny_model()`` at seed 0, made once per worker and shared.
+
+    Read-only: every test that asks for it sees the same files, so a test that changes
+    a checkpoint copies this one first (``shutil.copytree(tiny_checkpoint, tmp_path /
+    "ckpt")``). Same arrays as ``icnn init -c CFG --out ckpt`` of that config in the test.
+    """
+    from tests.helpers import tiny_model
+
+    directory = tmp_path_factory.mktemp("tiny-checkpoint")
+    config = directory / "cfg.yaml"
+    config.write_text(yaml.safe_dump({"model": tiny_model()}, sort_keys=False))
+    return _init_once(directory, config)
+
+
+@pytest.fixture(scope="session")
+def gaussian_map_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``icnn init -c configs/gaussian_map.yaml`` (seed 0) in a copy of ``configs/``.
+
+    Made once per worker and shared, read-only (see ``tiny_checkpoint``); its samples stay
+    where the spec records them, ``configs/samples/`` beside the checkpoint's directory. A
+    test that moves or deletes them copies the checkpoint and the configs first.
+    """
+    import shutil
+
+    from tests.helpers import CONFIGS
+
+    directory = tmp_path_factory.mktemp("gaussian-map-checkpoint")
+    shutil.copytree(CONFIGS, directory / "configs")
+    return _init_once(directory, directory / "configs" / "gaussian_map.yaml")

@@ -41,13 +41,12 @@ def test_load_of_a_gaussian_map_checkpoint_applies(icnn, tmp_path):
     assert module.apply(variables, jnp.ones((3, 2))).shape == (3,)
 
 
-def test_load_refuses_a_checkpoint_whose_arrays_changed(icnn, write_config, tmp_path):
+def test_load_refuses_a_checkpoint_whose_arrays_changed(tiny_checkpoint, tmp_path):
     import orbax.checkpoint as ocp
 
     from icnn_cli.errors import IcnnError
 
-    out = tmp_path / "ckpt"
-    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+    out = tiny_checkpoint  # read here; the tampered copy is written beside the test
     checkpointer = ocp.StandardCheckpointer()
     variables = checkpointer.restore(out.absolute())
     metadata = checkpointer.metadata(out.absolute()).custom_metadata
@@ -65,7 +64,7 @@ def test_load_refuses_a_checkpoint_whose_arrays_changed(icnn, write_config, tmp_
         raise AssertionError("load accepted arrays that differ from the fingerprint")
 
 
-def test_load_checks_the_architecture_against_the_embedded_spec(icnn, write_config, tmp_path):
+def test_load_checks_the_architecture_against_the_embedded_spec(tiny_checkpoint, tmp_path):
     # The spec is not covered by the fingerprint: a spec edited to another
     # architecture must not give a module that silently mismatches the arrays.
     import json
@@ -73,7 +72,7 @@ def test_load_checks_the_architecture_against_the_embedded_spec(icnn, write_conf
     from icnn_cli.errors import IcnnError
 
     out = tmp_path / "ckpt"
-    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+    shutil.copytree(tiny_checkpoint, out)  # edited below: a copy of the shared one
     metadata_file = out / "_CHECKPOINT_METADATA"
     document = json.loads(metadata_file.read_text())
     document["custom_metadata"]["icnn"]["config"]["model"]["dim_hidden"] = [8, 4]
