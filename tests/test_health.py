@@ -15,6 +15,7 @@ from ott.neural.networks.icnn import ICNN
 from tests.helpers import CONFIGS
 
 
+@pytest.mark.slow  # 7.1 s of CPU on a warm cache (--cpu-durations)
 def test_health_json_matches_a_direct_ott_computation(icnn, tiny_checkpoint):
     out = tiny_checkpoint  # icnn init of tiny_model() at seed 0
 
@@ -45,6 +46,7 @@ def test_health_json_matches_a_direct_ott_computation(icnn, tiny_checkpoint):
     assert health["transport"]["rms_distance"] == pytest.approx(rms, rel=1e-4)
 
 
+@pytest.mark.slow  # 2.7 s of CPU on a warm cache (--cpu-durations)
 def test_gaussian_map_health_probes_the_samples_and_compares_with_bures(icnn, tmp_path):
     shutil.copytree(CONFIGS, tmp_path / "configs")
     out = tmp_path / "ckpt"
@@ -63,6 +65,7 @@ def test_gaussian_map_health_probes_the_samples_and_compares_with_bures(icnn, tm
     assert moved["transport"] is None and "moved or changed" in moved["note"]
 
 
+@pytest.mark.slow  # 2.0 s of CPU on a warm cache (--cpu-durations)
 def test_health_human_output_has_a_row_per_layer(icnn, tiny_checkpoint):
     out = tiny_checkpoint
 

@@ -120,6 +120,7 @@ def deep_checkpoint(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # 4.8 s of CPU on a warm cache (--cpu-durations)
 def test_inspect_collapses_repeated_layers_unless_expanded(icnn, deep_checkpoint):
     collapsed = icnn("inspect", deep_checkpoint).stdout
     expanded = icnn("inspect", deep_checkpoint, "--expand").stdout

@@ -7,12 +7,14 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from ott.neural.networks.icnn import ICNN
 
 import icnn_cli
 from tests.helpers import CONFIGS, tiny_model
 
 
+@pytest.mark.slow  # 4.8 s of CPU on a warm cache (--cpu-durations)
 def test_load_gives_a_module_that_applies(icnn, write_config, tmp_path):
     config = write_config({"model": tiny_model(act_fn="softplus", pos_weights=True)})
     out = tmp_path / "ckpt"
@@ -28,6 +30,7 @@ def test_load_gives_a_module_that_applies(icnn, write_config, tmp_path):
     assert transport.shape == (2, 2) and bool(jnp.all(jnp.isfinite(transport)))
 
 
+@pytest.mark.slow  # 4.9 s of CPU on a warm cache (--cpu-durations)
 def test_load_of_a_gaussian_map_checkpoint_applies(icnn, tmp_path):
     shutil.copytree(CONFIGS, tmp_path / "configs")
     out = tmp_path / "ckpt"

@@ -18,6 +18,7 @@ def distinct_colours(path) -> int:
     return len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0))
 
 
+@pytest.mark.slow  # 5.5 s of CPU on a warm cache (--cpu-durations)
 def test_two_dimensional_plot_has_the_contour_and_a_histogram_per_leaf(
     icnn, gaussian_map_checkpoint, tmp_path
 ):
@@ -42,6 +43,7 @@ def test_two_dimensional_plot_has_the_contour_and_a_histogram_per_leaf(
     assert image.imread(README_IMAGE).shape[:2] == pixels.shape[:2]
 
 
+@pytest.mark.slow  # 3.3 s of CPU on a warm cache (--cpu-durations)
 def test_higher_dimensional_plot_has_only_histograms(icnn, write_config, tmp_path):
     out = tmp_path / "ckpt"
     config = write_config({"model": {"dim_data": 5, "dim_hidden": [8]}})

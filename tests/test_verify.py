@@ -226,6 +226,7 @@ def test_rerun_says_when_it_is_not_on_the_recorded_platform(icnn, original):
     assert result.exit_code == 0
 
 
+@pytest.mark.slow  # 2.7 s of CPU on a warm cache (--cpu-durations)
 def test_equal_infinities_are_no_difference_for_verify_as_for_diff():
     import numpy as np
 
