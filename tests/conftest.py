@@ -115,11 +115,10 @@ def init_checkpoint(icnn, write_config, tmp_path: Path):
     return make
 
 
-def _init_once(directory: Path, config: Path, *args: Any) -> Path:
+def _init_once(directory: Path, config: Path) -> Path:
+    """``icnn init -c CONFIG --out DIRECTORY/ckpt`` in-process, for a session fixture."""
     out = directory / "ckpt"
-    result = CliRunner().invoke(
-        app, ["init", "-c", str(config), "--out", str(out), *map(str, args)]
-    )
+    result = CliRunner().invoke(app, ["init", "-c", str(config), "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     return out
 
