@@ -4,8 +4,11 @@ pytest's own ``--durations`` measures wall-clock time, which on a shared 2-core 
 says as much about the neighbours' load as about the test. This plugin measures CPU
 seconds instead (user + system): of the test's process, every thread of it (XLA compiles
 on several), and of the subprocesses it waited for, over setup, call and teardown, so a
-module- or session-scoped fixture counts in the first test that asks for it. It works
-under pytest-xdist (the number travels in the teardown report's ``user_properties``).
+module- or session-scoped fixture counts in the first test that asks for it, and a
+worker's first import of OTT or matplotlib in the first test that needs it: audit over the
+whole fast set (``make test-fast`` plus the option), where those costs land once, not one
+test file alone. It works under pytest-xdist (the number travels in the teardown report's
+``user_properties``).
 
 The summary lists the top N, then every test that is not marked ``slow`` yet took more
 than :data:`SLOW_CPU_SECONDS`: by the marker's rule (pyproject.toml), those belong in
