@@ -21,7 +21,7 @@ run: install  ## init configs/default.yaml to $(CKPT)/ and inspect it
 test: install  ## the whole suite, slow cases included (what CI runs), on every core
 	$(BIN)/pytest -n auto
 
-test-fast: install  ## everything but the cases marked slow
+test-fast: install  ## the loop after each edit: everything but the cases marked slow (pytest --cpu-durations=0 audits them)
 	$(BIN)/pytest -n auto -m "not slow"
 
 lint: install  ## ruff, import-linter's layers, basedpyright on icnn_cli/, deptry (imports declared)

@@ -45,6 +45,7 @@ def violated(tmp_path_factory):
     return out, json.loads(result.stdout)
 
 
+@pytest.mark.slow  # with `violated`, 2.3 s of CPU on a warm cache (--cpu-durations)
 def test_default_init_is_violated_and_ott_reproduces_the_counterexample(violated):
     out, report = violated
 
@@ -61,6 +62,7 @@ def test_default_init_is_violated_and_ott_reproduces_the_counterexample(violated
     assert isinstance(report["min_hessian_eig"], float)
 
 
+@pytest.mark.slow  # with `violated`, 2.3 s of CPU on a warm cache (--cpu-durations)
 def test_violated_report_gives_the_negative_share_of_each_kernel(violated):
     out, report = violated
 
@@ -76,6 +78,7 @@ def test_violated_report_gives_the_negative_share_of_each_kernel(violated):
     assert "kernels have negative entries" in report["reasons"][0]
 
 
+@pytest.mark.slow  # with `violated`, 2.3 s of CPU on a warm cache (--cpu-durations)
 def test_human_output_explains_and_repeats_the_same_search(icnn, violated):
     out, report = violated
 

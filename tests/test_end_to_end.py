@@ -20,6 +20,7 @@ def test_every_shipped_config_validates(config):
     assert loaded.model.dim_data > 0
 
 
+@pytest.mark.slow  # 3.7 s of CPU on a warm cache (--cpu-durations)
 @pytest.mark.parametrize(
     "config", [path for path in SHIPPED if path.stem != "large"], ids=lambda path: path.stem
 )

@@ -220,6 +220,7 @@ def test_the_key_ignores_the_seed_and_sees_everything_else(small_config, tmp_pat
     assert len({base, *changed}) == len(changed) + 1
 
 
+@pytest.mark.slow  # 2.5 s of CPU on a warm cache (--cpu-durations)
 def test_sweep_and_single_init_share_one_entry(icnn, write_config, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("ICNN_COMPILE_CACHE_DIR", str(cache))

@@ -181,6 +181,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 COUNTER = itertools.count()
 
 
+@pytest.mark.slow  # 3.6 s of CPU on a warm cache (--cpu-durations)
 @settings(
     max_examples=EXAMPLES,
     derandomize=LONG_RUN is None,

@@ -100,6 +100,7 @@ def test_diff_of_the_bucket_and_its_local_twin_finds_them_identical(icnn, twins)
     assert json.loads(result.stdout)["identical"] is True
 
 
+@pytest.mark.slow  # 8.8 s of CPU on a warm cache (--cpu-durations)
 def test_verify_check_plot_health_and_load_read_the_bucket(icnn, twins, tmp_path) -> None:
     import icnn_cli
 

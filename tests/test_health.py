@@ -12,12 +12,12 @@ import orbax.checkpoint as ocp
 import pytest
 from ott.neural.networks.icnn import ICNN
 
-from tests.helpers import CONFIGS, tiny_model
+from tests.helpers import CONFIGS
 
 
-def test_health_json_matches_a_direct_ott_computation(icnn, write_config, tmp_path):
-    out = tmp_path / "ckpt"
-    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+@pytest.mark.slow  # 7.1 s of CPU on a warm cache (--cpu-durations)
+def test_health_json_matches_a_direct_ott_computation(icnn, tiny_checkpoint):
+    out = tiny_checkpoint  # icnn init of tiny_model() at seed 0
 
     result = icnn("inspect", out, "--health", "--probe", 64, "--json")
 
@@ -46,6 +46,7 @@ def test_health_json_matches_a_direct_ott_computation(icnn, write_config, tmp_pa
     assert health["transport"]["rms_distance"] == pytest.approx(rms, rel=1e-4)
 
 
+@pytest.mark.slow  # 2.7 s of CPU on a warm cache (--cpu-durations)
 def test_gaussian_map_health_probes_the_samples_and_compares_with_bures(icnn, tmp_path):
     shutil.copytree(CONFIGS, tmp_path / "configs")
     out = tmp_path / "ckpt"
@@ -64,9 +65,9 @@ def test_gaussian_map_health_probes_the_samples_and_compares_with_bures(icnn, tm
     assert moved["transport"] is None and "moved or changed" in moved["note"]
 
 
-def test_health_human_output_has_a_row_per_layer(icnn, write_config, tmp_path):
-    out = tmp_path / "ckpt"
-    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+@pytest.mark.slow  # 2.0 s of CPU on a warm cache (--cpu-durations)
+def test_health_human_output_has_a_row_per_layer(icnn, tiny_checkpoint):
+    out = tiny_checkpoint
 
     result = icnn("inspect", out, "--health", "--probe", 32)
 

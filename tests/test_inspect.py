@@ -86,9 +86,8 @@ def test_inspect_shows_the_embedded_spec(icnn, write_config, tmp_path):
     assert report["leaves"] == written["leaves"]
 
 
-def test_inspect_human_output_is_plain_text_when_piped(icnn, write_config, tmp_path):
-    out = tmp_path / "ckpt"
-    icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out)
+def test_inspect_human_output_is_plain_text_when_piped(icnn, tiny_checkpoint):
+    out = tiny_checkpoint
 
     result = icnn("inspect", out)
 
@@ -121,6 +120,7 @@ def deep_checkpoint(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # 4.8 s of CPU on a warm cache (--cpu-durations)
 def test_inspect_collapses_repeated_layers_unless_expanded(icnn, deep_checkpoint):
     collapsed = icnn("inspect", deep_checkpoint).stdout
     expanded = icnn("inspect", deep_checkpoint, "--expand").stdout

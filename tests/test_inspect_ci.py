@@ -10,7 +10,7 @@ import pytest
 
 from icnn_cli.records import DryRun, LeafRecord, Summary, format_bytes, summary_rows
 from icnn_cli.render.summary import render_markdown
-from tests.helpers import plain_text, tiny_model
+from tests.helpers import plain_text
 
 
 @pytest.fixture
@@ -25,9 +25,8 @@ def manager_root(tmp_path):
     return root
 
 
-def test_markdown_has_one_table_row_per_summary_row(icnn, write_config, tmp_path):
-    out = tmp_path / "ckpt"
-    icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out)
+def test_markdown_has_one_table_row_per_summary_row(icnn, tiny_checkpoint):
+    out = tiny_checkpoint
 
     result = icnn("inspect", out, "--format", "md")
 

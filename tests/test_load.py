@@ -7,12 +7,14 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from ott.neural.networks.icnn import ICNN
 
 import icnn_cli
 from tests.helpers import CONFIGS, tiny_model
 
 
+@pytest.mark.slow  # 4.8 s of CPU on a warm cache (--cpu-durations)
 def test_load_gives_a_module_that_applies(icnn, write_config, tmp_path):
     config = write_config({"model": tiny_model(act_fn="softplus", pos_weights=True)})
     out = tmp_path / "ckpt"
@@ -28,6 +30,7 @@ def test_load_gives_a_module_that_applies(icnn, write_config, tmp_path):
     assert transport.shape == (2, 2) and bool(jnp.all(jnp.isfinite(transport)))
 
 
+@pytest.mark.slow  # 4.9 s of CPU on a warm cache (--cpu-durations)
 def test_load_of_a_gaussian_map_checkpoint_applies(icnn, tmp_path):
     shutil.copytree(CONFIGS, tmp_path / "configs")
     out = tmp_path / "ckpt"
@@ -41,13 +44,12 @@ def test_load_of_a_gaussian_map_checkpoint_applies(icnn, tmp_path):
     assert module.apply(variables, jnp.ones((3, 2))).shape == (3,)
 
 
-def test_load_refuses_a_checkpoint_whose_arrays_changed(icnn, write_config, tmp_path):
+def test_load_refuses_a_checkpoint_whose_arrays_changed(tiny_checkpoint, tmp_path):
     import orbax.checkpoint as ocp
 
     from icnn_cli.errors import IcnnError
 
-    out = tmp_path / "ckpt"
-    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+    out = tiny_checkpoint  # read here; the tampered copy is written beside the test
     checkpointer = ocp.StandardCheckpointer()
     variables = checkpointer.restore(out.absolute())
     metadata = checkpointer.metadata(out.absolute()).custom_metadata
@@ -65,7 +67,7 @@ def test_load_refuses_a_checkpoint_whose_arrays_changed(icnn, write_config, tmp_
         raise AssertionError("load accepted arrays that differ from the fingerprint")
 
 
-def test_load_checks_the_architecture_against_the_embedded_spec(icnn, write_config, tmp_path):
+def test_load_checks_the_architecture_against_the_embedded_spec(tiny_checkpoint, tmp_path):
     # The spec is not covered by the fingerprint: a spec edited to another
     # architecture must not give a module that silently mismatches the arrays.
     import json
@@ -73,7 +75,7 @@ def test_load_checks_the_architecture_against_the_embedded_spec(icnn, write_conf
     from icnn_cli.errors import IcnnError
 
     out = tmp_path / "ckpt"
-    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+    shutil.copytree(tiny_checkpoint, out)  # edited below: a copy of the shared one
     metadata_file = out / "_CHECKPOINT_METADATA"
     document = json.loads(metadata_file.read_text())
     document["custom_metadata"]["icnn"]["config"]["model"]["dim_hidden"] = [8, 4]

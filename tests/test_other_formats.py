@@ -67,9 +67,10 @@ def test_headers_are_enough_without_stats(icnn, weights, kind, monkeypatch):
     assert json.loads(result.stdout)["total_params"] == 9
 
 
-def test_a_diff_of_an_icnn_checkpoint_and_its_npz_export_is_identical(icnn, write_config, tmp_path):
-    out = tmp_path / "ckpt"
-    assert icnn("init", "-c", write_config({"model": tiny_model()}), "--out", out).exit_code == 0
+def test_a_diff_of_an_icnn_checkpoint_and_its_npz_export_is_identical(
+    icnn, tiny_checkpoint, tmp_path
+):
+    out = tiny_checkpoint
     import icnn_cli
 
     _, variables = icnn_cli.load(out)

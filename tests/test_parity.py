@@ -62,6 +62,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow  # up to 5.0 s of CPU a case on a warm cache (--cpu-durations)
 @pytest.mark.parametrize("seed", [0, 7, 2**32 - 1])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_init_equals_direct_ott_call(case, seed, icnn, write_config, tmp_path):
@@ -77,6 +78,7 @@ def test_init_equals_direct_ott_call(case, seed, icnn, write_config, tmp_path):
     assert_trees_identical(restore_plain(out), expected)
 
 
+@pytest.mark.slow  # 3.5 s of CPU on a warm cache (--cpu-durations)
 def test_gaussian_map_config_equals_direct_call(icnn, tmp_path):
     shutil.copytree(CONFIGS, tmp_path / "configs")
     out = tmp_path / "ckpt"
@@ -90,6 +92,7 @@ def test_gaussian_map_config_equals_direct_call(icnn, tmp_path):
     assert_trees_identical(restore_plain(out), direct_init(module, jax.random.key(0), 2))
 
 
+@pytest.mark.slow  # 2.4 s of CPU on a warm cache (--cpu-durations)
 def test_named_streams_follow_flax_rngs_dict(icnn, write_config, tmp_path):
     config = write_config(
         {"model": {"dim_data": 2, "dim_hidden": [8]}, "init": {"rngs": {"params": 11}}}
@@ -119,6 +122,7 @@ def test_derived_stream_is_fold_in_of_master_key_by_crc32(icnn, write_config, tm
     assert_trees_identical(restore_plain(tmp_path / "a"), expected)
 
 
+@pytest.mark.slow  # 2.6 s of CPU on a warm cache (--cpu-durations)
 def test_rng_impl_and_stored_dtype(icnn, write_config, tmp_path):
     config = write_config(
         {
@@ -134,6 +138,7 @@ def test_rng_impl_and_stored_dtype(icnn, write_config, tmp_path):
     assert_trees_identical(restore_plain(tmp_path / "a"), expected)
 
 
+@pytest.mark.slow  # 3.6 s of CPU on a warm cache (--cpu-durations)
 def test_capture_intermediates_stores_layer_outputs(icnn, write_config, tmp_path):
     config = write_config(
         {"model": {"dim_data": 2, "dim_hidden": [8]}, "init": {"capture_intermediates": True}}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from matplotlib import image
 
-from tests.helpers import CONFIGS, REPO
+from tests.helpers import REPO
 
 README_IMAGE = REPO / "tests" / "data" / "plot-default.png"
 
@@ -19,12 +18,11 @@ def distinct_colours(path) -> int:
     return len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0))
 
 
-def test_two_dimensional_plot_has_the_contour_and_a_histogram_per_leaf(icnn, tmp_path):
-    shutil.copytree(CONFIGS, tmp_path / "configs")
-    out = tmp_path / "ckpt"
-    assert (
-        icnn("init", "-c", tmp_path / "configs" / "gaussian_map.yaml", "--out", out).exit_code == 0
-    )
+@pytest.mark.slow  # 5.5 s of CPU on a warm cache (--cpu-durations)
+def test_two_dimensional_plot_has_the_contour_and_a_histogram_per_leaf(
+    icnn, gaussian_map_checkpoint, tmp_path
+):
+    out = gaussian_map_checkpoint
     figure = tmp_path / "fig.png"
 
     result = icnn("plot", out, "--out", figure, "--json")
@@ -45,6 +43,7 @@ def test_two_dimensional_plot_has_the_contour_and_a_histogram_per_leaf(icnn, tmp
     assert image.imread(README_IMAGE).shape[:2] == pixels.shape[:2]
 
 
+@pytest.mark.slow  # 3.3 s of CPU on a warm cache (--cpu-durations)
 def test_higher_dimensional_plot_has_only_histograms(icnn, write_config, tmp_path):
     out = tmp_path / "ckpt"
     config = write_config({"model": {"dim_data": 5, "dim_hidden": [8]}})

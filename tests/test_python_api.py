@@ -156,6 +156,7 @@ def test_inspect_returns_the_records_inspect_json_prints(icnn, write_config, tmp
     assert all(leaf.stats is not None for leaf in summary.leaves)
 
 
+@pytest.mark.slow  # 3.1 s of CPU on a warm cache (--cpu-durations)
 def test_yaml_text_with_relative_samples_reads_them_from_the_current_directory(
     tmp_path, monkeypatch
 ):

@@ -42,6 +42,7 @@ def compiles(caplog: pytest.LogCaptureFixture):
     jax.config.update("jax_log_compiles", previous)
 
 
+@pytest.mark.slow  # 2.1 s of CPU on a warm cache (--cpu-durations)
 def test_a_model_too_big_for_memory_is_refused_before_compiling(icnn, write_config, tmp_path):
     out = tmp_path / "ckpt"
     config = write_config({"model": HUGE})
@@ -188,6 +189,7 @@ def small_filesystem(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow  # 2.2 s of CPU on a warm cache (--cpu-durations)
 def test_a_disk_that_fills_up_during_the_save_is_one_line(
     icnn, write_config, small_filesystem, monkeypatch
 ):

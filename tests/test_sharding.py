@@ -108,6 +108,7 @@ def test_parse_mesh():
         assert error.value.problem.startswith("expected positive sizes")
 
 
+@pytest.mark.slow  # 2.4 s of CPU on a warm cache (--cpu-durations)
 def test_mesh_of_one_device_gives_the_plain_init_and_shows_the_layout(icnn, write_config, tmp_path):
     config = write_config({"model": tiny_model(), "sharding": {"min_bytes": 0}})
 

@@ -1,8 +1,11 @@
 """Rules of the test suite itself, checked statically from the test modules' source.
 
-- A test that starts a subprocess which imports JAX is marked ``slow`` (the marker's help
-  text in pyproject.toml says so): ``pytest -m "not slow"`` stays a quick loop, while
-  ``make test`` and CI still run everything.
+- A test that starts a subprocess which imports JAX is marked ``slow``, and so is one that
+  takes over ``SLOW_CPU_SECONDS`` of CPU in-process on a warm compile cache (the marker's
+  help text in pyproject.toml says both): ``make test-fast`` (``pytest -m "not slow"``)
+  stays the loop after each edit, while ``make test`` and CI still run everything. The
+  first rule is checked here from the source; the second is measured, not static:
+  ``pytest --cpu-durations=0`` (tests/cpu_durations.py) lists the tests over the line.
 - Test modules import shared helpers from ``tests.helpers`` and fixtures come from
   ``tests/conftest.py``: no test module imports another test module or the conftest.
 """
@@ -13,6 +16,7 @@ import ast
 import tomllib
 from pathlib import Path
 
+from tests.cpu_durations import SLOW_CPU_SECONDS
 from tests.helpers import REPO
 
 TESTS = REPO / "tests"
@@ -193,9 +197,11 @@ def unmarked_subprocess_tests(path: Path, helpers: dict[str, set[str]], fixtures
 
 def test_the_slow_marker_states_the_rule():
     markers = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
-    assert "slow: starts a subprocess that imports JAX" in "\n".join(
-        markers["ini_options"]["markers"]
-    )
+    text = "\n".join(markers["ini_options"]["markers"])
+
+    assert "slow: starts a subprocess that imports JAX" in text
+    assert f"or takes over {SLOW_CPU_SECONDS:g} s of CPU in-process on a warm compile cache" in text
+    assert "pytest --cpu-durations=0 lists them" in text
 
 
 def test_every_test_that_starts_a_jax_subprocess_is_marked_slow():

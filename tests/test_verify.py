@@ -67,18 +67,9 @@ def resave_with(source, target, change_leaf):
 
 
 @pytest.fixture(scope="module")
-def written_once(tmp_path_factory):
-    import yaml
-    from typer.testing import CliRunner
-
-    from icnn_cli.cli import app
-
-    base = tmp_path_factory.mktemp("written_once")
-    (base / "cfg.yaml").write_text(yaml.safe_dump({"model": tiny_model()}))
-    out = base / "ckpt"
-    result = CliRunner().invoke(app, ["init", "-c", str(base / "cfg.yaml"), "--out", str(out)])
-    assert result.exit_code == 0, result.stderr
-    return out
+def written_once(tiny_checkpoint):
+    """``icnn init`` of ``tiny_model()`` at seed 0: the session's shared, read-only one."""
+    return tiny_checkpoint
 
 
 @pytest.fixture
@@ -225,6 +216,7 @@ def test_rerun_says_when_it_is_not_on_the_recorded_platform(icnn, original):
     assert result.exit_code == 0
 
 
+@pytest.mark.slow  # 2.7 s of CPU on a warm cache (--cpu-durations)
 def test_equal_infinities_are_no_difference_for_verify_as_for_diff():
     import numpy as np
 
