@@ -47,7 +47,7 @@ def test_load_of_a_gaussian_map_checkpoint_applies(icnn, tmp_path):
 def test_load_refuses_a_checkpoint_whose_arrays_changed(tiny_checkpoint, tmp_path):
     import orbax.checkpoint as ocp
 
-    from icnn_cli.errors import IcnnError
+    from icnn_cli.errors import DamagedCheckpoint, IcnnError
 
     out = tiny_checkpoint  # read here; the tampered copy is written beside the test
     checkpointer = ocp.StandardCheckpointer()
@@ -62,7 +62,7 @@ def test_load_refuses_a_checkpoint_whose_arrays_changed(tiny_checkpoint, tmp_pat
         icnn_cli.load(tampered)
     except IcnnError as error:
         assert "does not match the recorded fingerprint" in error.message
-        assert error.exit_code == 1
+        assert isinstance(error, DamagedCheckpoint)
     else:
         raise AssertionError("load accepted arrays that differ from the fingerprint")
 
