@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from icnn_cli import distributed, export_cache, model, resources, rngs
+from icnn_cli import distributed, export_cache, model, recipes, resources, rngs
 from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.provenance import header_lines
 from icnn_cli.checkpoint.spec import (
@@ -58,7 +58,7 @@ class PreparedInit:
     config: IcnnConfig
     device: Any
     init_variables: Callable[[Any], Any]  # rngs -> variables (jitted once)
-    sample_files: list[model.SampleFile]
+    sample_files: list[model.SampleFile]  # Gaussian-map samples, then a recipe's probe file
     versions: dict[str, str]
     layout: Layout | None = None  # with a mesh: where each leaf lives
     module: Any = None  # the OTT ICNN whose init this is; None when loaded from the export cache
@@ -77,8 +77,10 @@ def prepare_init(
     """
     device = select_device(platform)
     samples, sample_files = model.load_gaussian_map_samples(config.model, config_dir)
+    probes, probe_files = recipes.load_probe_samples(config, config_dir)
+    sample_files = sample_files + probe_files
     if compile_cache is None or config.mesh_shape():
-        return prepare_init_with_samples(config, samples, sample_files, device)
+        return prepare_init_with_samples(config, samples, sample_files, device, probes)
     versions = installed_versions()
     key = export_cache.export_key(
         compile_cache, config, [f.sha256 for f in sample_files], versions, device
@@ -93,12 +95,12 @@ def prepare_init(
         try:
             stream_keys, _ = rngs.derive_stream_keys(config.init)
             stored = export_cache.export_and_store(
-                key, module, config.init, input_shape, stream_keys, device.platform
+                key, module, config.init, input_shape, stream_keys, device.platform, probes
             )
         except Exception:  # not exportable: the plain jit below traces it again
             stored = None
         if stored is None:
-            init_variables = compiled_init(module, config.init, input_shape)
+            init_variables = compiled_init(module, config.init, input_shape, probes=probes)
     if stored is not None:
         return PreparedInit(
             config, device, stored, sample_files, versions, module=module, exported="stored"
@@ -111,17 +113,19 @@ def prepare_init_with_samples(
     samples: tuple[Any, Any] | None,
     sample_files: list[model.SampleFile],
     device: Any,
+    probes: Any = None,
 ) -> PreparedInit:
-    """:func:`prepare_init` with the Gaussian-map samples already loaded (``icnn verify``
-    takes them from the files recorded in a checkpoint's spec)."""
+    """:func:`prepare_init` with the Gaussian-map samples (and a recipe's probe samples)
+    already loaded (``icnn verify`` takes them from the files recorded in a checkpoint's spec)."""
     with default_device(device):
         module = _build_module(config, samples)
-        layout = _plan_layout(module, config, device.platform)
+        layout = _plan_layout(module, config, device.platform, probes)
         init_variables = compiled_init(
             module,
             config.init,
             config.resolved_input_shape(),
             out_shardings=layout.shardings if layout else None,
+            probes=probes,
         )
     return PreparedInit(
         config, device, init_variables, sample_files, installed_versions(), layout, module
@@ -134,12 +138,16 @@ def _build_module(config: IcnnConfig, samples: tuple[Any, Any] | None) -> Any:
     return module
 
 
-def _plan_layout(module: Any, config: IcnnConfig, platform: str | None) -> Layout | None:
+def _plan_layout(
+    module: Any, config: IcnnConfig, platform: str | None, probes: Any = None
+) -> Layout | None:
     """The layout on ``config``'s mesh, from ``eval_shape``; ``None`` without a mesh."""
     if not config.mesh_shape():
         return None
     stream_keys, _ = rngs.derive_stream_keys(config.init)
-    shapes = abstract_variables(module, stream_keys, config.init, config.resolved_input_shape())
+    shapes = abstract_variables(
+        module, stream_keys, config.init, config.resolved_input_shape(), probes
+    )
     return plan_layout(shapes, config.sharding, platform)
 
 
@@ -181,6 +189,12 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
         gaussian_map_samples=[
             SampleSpec(role=f.role, path=str(f.path), sha256=f.sha256, shape=list(f.shape))
             for f in prepared.sample_files
+            if f.role != recipes.PROBE_ROLE
+        ],
+        init_samples=[
+            SampleSpec(role=f.role, path=str(f.path), sha256=f.sha256, shape=list(f.shape))
+            for f in prepared.sample_files
+            if f.role == recipes.PROBE_ROLE
         ],
     )
     return variables, spec
@@ -258,13 +272,14 @@ def _dry_run(request: InitRequest) -> InitResult:
     with distributed.all_or_none("preparing the dry run"):
         device = select_device(request.platform)
         samples, _ = model.load_gaussian_map_samples(config.model, request.config_dir)
+        probes, _ = recipes.load_probe_samples(config, request.config_dir)
         with default_device(device):
             module = _build_module(config, samples)
             stream_keys, _ = rngs.derive_stream_keys(config.init)
             shapes = abstract_variables(
-                module, stream_keys, config.init, config.resolved_input_shape()
+                module, stream_keys, config.init, config.resolved_input_shape(), probes
             )
-            layout = _plan_layout(module, config, request.platform)
+            layout = _plan_layout(module, config, request.platform, probes)
     device_text = layout.device_text(distributed.process_count()) if layout else str(device)
     figures = resources.estimate(shapes, request.output, _devices(layout, device))
     summary = Summary(

@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.analysis.compare import bit_identical, value_differences
-from icnn_cli.analysis.loading import missing_sample_file, recorded_samples, spec_config
+from icnn_cli.analysis.loading import (
+    missing_sample_file,
+    recorded_samples,
+    spec_config,
+    unchanged_sample,
+)
 from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import open_checkpoint
 from icnn_cli.checkpoint.reader import CheckpointReader
@@ -256,8 +261,14 @@ def _rerun(spec: CheckpointSpec, path: Path) -> tuple[dict[tuple[str, ...], Any]
         if samples is None:
             missing = missing_sample_file(spec, config.model.dim_data)
             return None, f"Gaussian-map sample file {missing} is missing or has changed"
+    probes = None
+    if spec.init_samples:
+        probes = unchanged_sample(spec.init_samples[0], config.model.dim_data)
+        if probes is None:
+            return None, f"probe sample file {spec.init_samples[0].path} is missing or has changed"
+        probes = probes.astype("float32")
     device, where = _rerun_device(spec)
-    prepared = prepare_init_with_samples(config, samples, [], device)
+    prepared = prepare_init_with_samples(config, samples, [], device, probes)
     with jax.threefry_partitionable(spec.threefry_partitionable):
         variables, _ = initialize_seed(prepared, spec.seed)
     return dict(flatten_with_paths(variables)), where

@@ -80,7 +80,10 @@ def header_lines(
             + (f" ({fingerprint_note})" if fingerprint_note else ""),
         ),
     ]
-    for sample in spec.gaussian_map_samples:
+    recipe = spec.config.get("init", {}).get("recipe")
+    if isinstance(recipe, dict) and recipe.get("name", "ott") != "ott":
+        lines.insert(2, ("init recipe", short_json(recipe)))
+    for sample in [*spec.gaussian_map_samples, *spec.init_samples]:
         lines.append(
             (f"{sample.role} sample", f"sha256 {sample.sha256[:SHORT_DIGITS]}  {sample.path}")
         )

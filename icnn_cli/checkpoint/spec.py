@@ -33,7 +33,7 @@ class StreamSpec(_Record):
 
 
 class SampleSpec(_Record):
-    role: Literal["source", "target"]
+    role: Literal["source", "target", "probe"]
     path: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     shape: list[int]
@@ -54,6 +54,7 @@ class CheckpointSpec(_Record):
     device: str
     fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     gaussian_map_samples: list[SampleSpec] = []
+    init_samples: list[SampleSpec] = []  # init.recipe's probe samples file (role "probe")
 
     def streams_text(self) -> str:
         return ", ".join(
