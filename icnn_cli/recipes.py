@@ -217,8 +217,8 @@ def apply_overrides(
     for index, rule in enumerate(overrides):
         if not any(fnmatch.fnmatchcase(path, rule.path) for path in paths):
             raise ConfigError(
-                f"{rule.path!r} matches no leaf (paths look like {paths[0]!r})",
-                parameter=f"init.overrides[{index}].path",
+                f"init.overrides[{index}].path: {rule.path!r} matches no leaf "
+                f"(paths look like {paths[0]!r})"
             )
     for path, leaf in leaves:
         text = "/".join(path)

@@ -337,3 +337,80 @@ def test_config_new_all_and_the_schema_show_the_recipe(icnn):
     assert yaml.safe_load(template)["init"]["recipe"] == {"name": "ott"}
     recipe_schema = schema["$defs"]["InitConfig"]["properties"]["recipe"]
     assert recipe_schema["anyOf"][0]["enum"] == ["ott", "principled", "data-dependent"]
+
+
+# --- overrides ----------------------------------------------------------------------------
+
+CELLOT_RULE = {"path": "params/w_zs_*/kernel", "init": {"name": "uniform", "scale": 0.1}}
+
+
+def config_with_overrides(overrides, recipe=None):
+    init = {"overrides": overrides}
+    if recipe is not None:
+        init["recipe"] = recipe
+    return {"model": tiny_model(), "init": init}
+
+
+def test_an_override_draws_the_matched_leaves_from_its_own_stream(icnn, write_config, tmp_path):
+    out = tmp_path / "ckpt"
+    config = write_config(config_with_overrides([CELLOT_RULE]))
+
+    result = icnn("init", "-c", config, "--out", out, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    spec = json.loads(result.stdout)["spec"]
+    assert [(s["name"], s["rule"]) for s in spec["streams"]] == [
+        ("params", "master"),
+        ("override:params/w_zs_*/kernel", "derive"),
+    ]
+    written = leaves_by_path(restore_plain(out))
+    ott = leaves_by_path(icnn_cli.init(config_with({"name": "ott"}))[1])
+    for path in ("params/w_zs_0/kernel", "params/w_zs_1/kernel"):
+        assert written[path].min() >= 0 and written[path].max() < 0.1
+        assert not np.array_equal(written[path], ott[path])
+    assert not np.array_equal(
+        written["params/w_zs_0/kernel"][:, :1], written["params/w_zs_1/kernel"]
+    )
+    untouched = [path for path in ott if "w_zs" not in path]
+    assert all(np.array_equal(written[path], ott[path]) for path in untouched)
+    assert icnn("verify", out).exit_code == 0
+
+
+def test_the_first_matching_override_wins():
+    rules = [
+        {"path": "params/w_zs_0/kernel", "init": {"name": "constant", "value": 1.0}},
+        {"path": "params/w_zs_*/kernel", "init": "zeros"},
+    ]
+    variables = leaves_by_path(icnn_cli.init(config_with_overrides(rules))[1])
+
+    assert np.all(variables["params/w_zs_0/kernel"] == 1)
+    assert np.all(variables["params/w_zs_1/kernel"] == 0)
+
+
+def test_overrides_run_before_the_recipe():
+    """CellOT's U(0, 0.1) weights, then normalised by the data-dependent recipe."""
+    _, plain = icnn_cli.init(config_with_overrides([CELLOT_RULE]))
+    _, normalised = icnn_cli.init(config_with_overrides([CELLOT_RULE], DATA_DEPENDENT))
+    plain, normalised = leaves_by_path(plain), leaves_by_path(normalised)
+
+    ratio = normalised["params/w_zs_0/kernel"] / plain["params/w_zs_0/kernel"]
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[0], ratio.shape), rtol=1e-4)
+
+
+def test_an_override_that_matches_no_leaf_is_refused(icnn, write_config, tmp_path):
+    rule = {"path": "params/w_z_*/kernel", "init": "zeros"}
+    config = write_config(config_with_overrides([rule]))
+
+    result = icnn("init", "-c", config, "--out", tmp_path / "ckpt")
+
+    assert result.exit_code == 2
+    assert "init.overrides[0].path: 'params/w_z_*/kernel' matches no leaf" in result.stderr
+
+
+def test_an_override_path_given_twice_is_refused(icnn, write_config, tmp_path):
+    config = write_config(config_with_overrides([CELLOT_RULE, {**CELLOT_RULE, "init": "zeros"}]))
+
+    result = icnn("init", "-c", config, "--out", tmp_path / "ckpt")
+
+    assert result.exit_code == 2
+    assert "is given twice" in result.stderr
