@@ -183,7 +183,10 @@ def draw_signal(
     variance_axes.set_title("pre-activation variance per layer", fontsize="medium")
     correlation_axes.set_title("correlation between inputs per layer", fontsize="medium")
     correlation_axes.set_ylim(-0.05, 1.05)
+    from matplotlib.ticker import MaxNLocator
+
     for axes in (variance_axes, correlation_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("layer")
         axes.legend(loc="best", fontsize="small")
     figure.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.88, wspace=0.2)
