@@ -623,6 +623,13 @@ def bench_gcs_requests(report: Report) -> None:
     print(section, flush=True)
 
 
+def bench_init_recipes(report: Report) -> None:
+    """W2NeuralDual trained from each init.recipe (about 15 minutes on 2 cores)."""
+    section = run([PYTHON, str(BENCH / "bench_init_recipes.py")]).stdout
+    report.sections.append(section)
+    print(section, flush=True)
+
+
 def bench_help(repeats: int, report: Report) -> None:
     times = medians(
         {
@@ -653,7 +660,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--only", help="comma-separated items to run, e.g. 1,5")
     args = parser.parse_args()
-    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6"}
+    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "7"}
     report = Report()
     load_before = load_average()
     started = time.perf_counter()
@@ -675,6 +682,8 @@ def main() -> None:
             bench_inspect_layouts(report)
         if "6" in only:
             bench_gcs_requests(report)
+        if "7" in only:
+            bench_init_recipes(report)
     elapsed = time.perf_counter() - started
     header = [
         "# Benchmarks",

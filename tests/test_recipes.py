@@ -414,3 +414,13 @@ def test_an_override_path_given_twice_is_refused(icnn, write_config, tmp_path):
 
     assert result.exit_code == 2
     assert "is given twice" in result.stderr
+
+
+def test_a_recipe_on_a_mesh_gives_the_one_device_values(icnn, write_config, tmp_path):
+    config = write_config(config_with(DATA_DEPENDENT, pos_weights=True))
+
+    meshed = icnn("init", "-c", config, "--mesh", "1", "--out", tmp_path / "meshed")
+    plain = icnn("init", "-c", config, "--out", tmp_path / "plain")
+
+    assert meshed.exit_code == 0 and plain.exit_code == 0, meshed.stderr + plain.stderr
+    assert_trees_identical(restore_plain(tmp_path / "meshed"), restore_plain(tmp_path / "plain"))
