@@ -190,9 +190,9 @@ def markdown(rows: list[dict], steps: list[int]) -> str:
 
 
 def section(table: str, seeds: int, seconds: float) -> str:
-    """The BENCHMARKS.md section (item 7 of ``make bench``)."""
+    """The BENCHMARKS.md section (item 8 of ``make bench``)."""
     return (
-        "## 7. Training from each init recipe (`bench/bench_init_recipes.py`)\n\n"
+        "## 8. Training from each init recipe (`bench/bench_init_recipes.py`)\n\n"
         "OTT's `W2NeuralDual` trains f and g, both ICNNs of width "
         f"{WIDTH} with `pos_weights: true`, started from icnn's init of each recipe, on a "
         "Gaussian-to-Gaussian problem (random means, covariances with eigenvalues in [0.5, 2]) "

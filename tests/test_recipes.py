@@ -424,3 +424,20 @@ def test_a_recipe_on_a_mesh_gives_the_one_device_values(icnn, write_config, tmp_
 
     assert meshed.exit_code == 0 and plain.exit_code == 0, meshed.stderr + plain.stderr
     assert_trees_identical(restore_plain(tmp_path / "meshed"), restore_plain(tmp_path / "plain"))
+
+
+def test_the_readme_recipes_and_overrides_are_valid_configs():
+    import re
+
+    from tests.helpers import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Choosing an initialisation", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+
+    assert len(blocks) == 6
+    for block in blocks:
+        document = yaml.safe_load(block)
+        document.setdefault("model", tiny_model())
+        config = IcnnConfig.model_validate(document)
+        assert recipes.changes_ott_init(config.init)
