@@ -11,6 +11,10 @@ children: ``icnn`` and the baseline scripts beside this file.
 Item 2 times ``--plain-sweep-runs`` back-to-back runs of the plain script and
 scales them to 64 (64 real runs take 5-13 minutes on a 2-core machine, most of
 ``make bench``'s 15-minute budget); pass 64 to time them all.
+
+Item 8 (``bench/bench_init_recipes.py``) trains OTT's ``W2NeuralDual`` from each
+``init.recipe``: 36 short trainings, about 15-30 minutes on a shared 2-core machine; leave it
+out with ``--only 1,2,3,4,5,6``. (Item 7, the GPU check, is on main.)
 """
 
 from __future__ import annotations
@@ -728,6 +732,13 @@ def bench_gcs_requests(report: Report) -> None:
     print(section, flush=True)
 
 
+def bench_init_recipes(report: Report) -> None:
+    """W2NeuralDual trained from each init.recipe (about 15 minutes on 2 cores)."""
+    section = run([PYTHON, str(BENCH / "bench_init_recipes.py")]).stdout
+    report.sections.append(section)
+    print(section, flush=True)
+
+
 def bench_help(repeats: int, report: Report) -> None:
     times = medians(
         {
@@ -758,7 +769,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--only", help="comma-separated items to run, e.g. 1,5")
     args = parser.parse_args()
-    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "7"}
+    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "7", "8"}
     report = Report()
     load_before = load_average()
     started = time.perf_counter()
@@ -782,6 +793,8 @@ def main() -> None:
             bench_gcs_requests(report)
         if "7" in only:
             bench_verify(work, args.repeats, report)
+        if "8" in only:
+            bench_init_recipes(report)
     elapsed = time.perf_counter() - started
     header = [
         "# Benchmarks",

@@ -97,6 +97,8 @@ def _function_spec_validator(role: str):
         arguments = {key: item for key, item in value.items() if key != "name"}
         if role == "init_fn":
             registry.check_initializer(value["name"], arguments)
+        elif role == "recipe":
+            registry.check_recipe(value["name"], arguments)
         else:
             registry.check_activation(value["name"], arguments, role)
         return {"name": value["name"], **arguments}
@@ -175,6 +177,11 @@ RectifierSpec = Annotated[
     PlainValidator(_function_spec_validator("rectifier_fn")),
     WithJsonSchema(_function_schema(registry.RECTIFIERS, {"name": "softplus"})),
 ]
+RecipeSpec = Annotated[
+    dict[str, Any],
+    PlainValidator(_function_spec_validator("recipe")),
+    WithJsonSchema(_function_schema(list(registry.RECIPES), {"name": "principled", "rho": 0.5})),
+]
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 
 
@@ -250,6 +257,18 @@ class ModelConfig(_Section):
         }
 
 
+class InitOverride(_Section):
+    """Leaves whose path matches ``path`` are drawn by ``init`` instead of OTT's initializer."""
+
+    path: str = Field(
+        description="glob over the leaf path, e.g. 'params/w_zs_*/kernel' ('*' also crosses '/')"
+    )
+    init: InitializerSpec = Field(
+        description="a flax.linen.initializers name or {name: ..., **kwargs}, e.g. "
+        "{name: uniform, scale: 0.1}; draws from the stream 'override:<path>'"
+    )
+
+
 class InitConfig(_Section):
     """Arguments of Flax's ``Module.init``, the seed and the named RNG streams."""
 
@@ -279,6 +298,28 @@ class InitConfig(_Section):
     capture_intermediates: bool = Field(
         default=False, description="store the init pass's layer outputs ('intermediates')"
     )
+    recipe: RecipeSpec = Field(
+        default_factory=lambda: {"name": registry.OTT_RECIPE},
+        description="how the parameters start: ott (OTT's init, bit for bit), principled "
+        "(Hoedt & Klambauer: rho, variance, leaky_slope) or data-dependent (unit-variance "
+        "pre-activations on probes: samples, or samples_file relative to the config file)",
+    )
+    overrides: list[InitOverride] = Field(
+        default_factory=list,
+        description="per-leaf initializers by path glob, applied before the recipe; the first "
+        "matching rule wins",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_override_paths(self) -> InitConfig:
+        paths = [rule.path for rule in self.overrides]
+        for index, path in enumerate(paths):
+            if path in paths[:index]:
+                raise ValueError(
+                    f"overrides: path {path!r} is given twice (the first matching rule wins, "
+                    "so the second would never apply)"
+                )
+        return self
 
 
 AxisName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]

@@ -27,6 +27,7 @@ from icnn_cli.config import (
     DEFAULT_OUTPUT,
     GaussianMapSamples,
     IcnnConfig,
+    InitOverride,
     ShardingRule,
 )
 from icnn_cli.errors import UsageError
@@ -42,6 +43,8 @@ INDENT = "  "
 EXAMPLE_VALUES: dict[tuple[type[BaseModel], str], Any] = {
     (GaussianMapSamples, "source"): "samples/source.npy",
     (GaussianMapSamples, "target"): "samples/target.npy",
+    (InitOverride, "path"): "params/w_zs_*/kernel",
+    (InitOverride, "init"): {"name": "uniform", "scale": 0.1},
     (ShardingRule, "path"): "params/w_zs_*/kernel",
     (ShardingRule, "spec"): [None, "x"],
 }

@@ -9,8 +9,9 @@ neither OTT (~2 s of imports on a 2-core CPU: flax, jaxopt, lineax, equinox, ...
 Flax is imported, and JAX's persistent cache supplies the compiled executable.
 
 The key is a sha256 of everything that can change the program or its output: the
-resolved ``model`` and ``init`` sections (the seed excluded: keys are inputs), the
-Gaussian-map samples' sha256, the installed versions (jax, jaxlib, flax, ott-jax,
+resolved ``model`` and ``init`` sections (the seed excluded: keys are inputs; the
+recipe and overrides included), the sha256 of the Gaussian-map samples and of a recipe's
+probe samples file, the installed versions (jax, jaxlib, flax, ott-jax,
 orbax-checkpoint, icnn-cli) and this package's own init-path sources, the platform and
 device kind, ``jax_threefry_partitionable``, ``jax_enable_x64`` and ``XLA_FLAGS``.
 
@@ -48,7 +49,14 @@ DIRECTORY_NAME = "exports"  # inside the compile cache; JAX's own entries are fi
 ENTRY_SUFFIX = ".icnn-export"
 # This package's modules that decide what the traced init computes: a change to one of
 # them (an editable install keeps its version number) must not reuse an old export.
-SOURCE_MODULES = ("config.py", "export_cache.py", "jitted_init.py", "model.py", "registry.py")
+SOURCE_MODULES = (
+    "config.py",
+    "export_cache.py",
+    "jitted_init.py",
+    "model.py",
+    "recipes.py",
+    "registry.py",
+)
 # jax.export has no public switch for its LAPACK setup (see _lapack_setup): this private
 # hook, at the jax of requirements.lock, is what a program without custom calls skips.
 # tests/test_export_cache.py checks it is still there, so a JAX upgrade that moves it fails
@@ -185,6 +193,7 @@ def export_and_store(
     input_shape: tuple[int, ...],
     rngs: Any,
     platform: str,
+    probes: Any = None,
 ) -> Callable[[Any], Any]:
     """Export ``module``'s init, store it under ``key`` and return it as ``rngs -> variables``.
 
@@ -193,7 +202,9 @@ def export_and_store(
     """
     import jax
 
-    exported, structure = _export(module, init, input_shape, rngs, _lowering_platform(platform))
+    exported, structure = _export(
+        module, init, input_shape, rngs, _lowering_platform(platform), probes
+    )
     payload = exported.serialize()
     custom_calls = "custom_call" in exported.mlir_module()
     header = {"format": ENTRY_FORMAT, "key": key.digest, "inputs": key.inputs}
@@ -216,11 +227,16 @@ def _lowering_platform(platform: str) -> str:
 
 
 def _export(
-    module: Any, init: InitConfig, input_shape: tuple[int, ...], rngs: Any, platform: str
+    module: Any,
+    init: InitConfig,
+    input_shape: tuple[int, ...],
+    rngs: Any,
+    platform: str,
+    probes: Any = None,
 ) -> tuple[Any, Structure]:
     import jax
 
-    function = init_function(module, init)
+    function = init_function(module, init, probes)
     traced: dict[str, Any] = {}
 
     def init_leaves(rngs: Any, inputs: Any) -> list[Any]:

@@ -32,8 +32,16 @@ def select_device(platform: str | None) -> Any:
         ) from None
 
 
-def init_function(module: Any, init: InitConfig) -> Any:
-    """``module.init`` with the options the config sets (method, mutable, intermediates)."""
+def init_function(module: Any, init: InitConfig, probes: Any = None) -> Any:
+    """``module.init`` with the options the config sets (method, mutable, intermediates),
+    followed by ``init.overrides`` and ``init.recipe`` (:mod:`icnn_cli.recipes`).
+
+    Args:
+      probes: the ``data-dependent`` recipe's probe points ``[n, dim_data]`` when the
+        config names a ``samples_file`` (:func:`icnn_cli.recipes.load_probe_samples`).
+    """
+    from icnn_cli import recipes
+
     # Only arguments the config sets are passed, so the default case is the
     # very call users write: jax.jit(module.init)(key, x).
     options: dict[str, Any] = {}
@@ -43,7 +51,8 @@ def init_function(module: Any, init: InitConfig) -> Any:
         options["mutable"] = init.mutable
     if init.capture_intermediates:
         options["capture_intermediates"] = True
-    return functools.partial(module.init, **options) if options else module.init
+    plain = functools.partial(module.init, **options) if options else module.init
+    return recipes.with_recipe(plain, module, init, probes)
 
 
 def dummy_input(input_shape: tuple[int, ...]) -> Any:
@@ -53,7 +62,11 @@ def dummy_input(input_shape: tuple[int, ...]) -> Any:
 
 
 def compiled_init(
-    module: Any, init: InitConfig, input_shape: tuple[int, ...], out_shardings: Any = None
+    module: Any,
+    init: InitConfig,
+    input_shape: tuple[int, ...],
+    out_shardings: Any = None,
+    probes: Any = None,
 ) -> Callable[[Any], Any]:
     """``rngs -> jax.jit(module.init)(rngs, ones(input_shape))``, cast to ``init.dtype``.
 
@@ -69,7 +82,7 @@ def compiled_init(
 
     inputs = dummy_input(input_shape)
     if out_shardings is None:
-        jitted = jax.jit(init_function(module, init))
+        jitted = jax.jit(init_function(module, init, probes))
 
         def run(rngs: Any) -> Any:
             return cast_floating(jitted(rngs, inputs), init.dtype)
@@ -80,7 +93,7 @@ def compiled_init(
             "a sharded init needs jax_threefry_partitionable on (unset "
             "JAX_THREEFRY_PARTITIONABLE): without it the values would depend on the mesh"
         )
-    function = init_function(module, init)
+    function = init_function(module, init, probes)
 
     def init_and_cast(rngs: Any, inputs: Any) -> Any:
         # Cast inside the jit, so no float32 copy of a shard outlives it.
@@ -91,14 +104,14 @@ def compiled_init(
 
 
 def abstract_variables(
-    module: Any, rngs: Any, init: InitConfig, input_shape: tuple[int, ...]
+    module: Any, rngs: Any, init: InitConfig, input_shape: tuple[int, ...], probes: Any = None
 ) -> Any:
     """Shapes and dtypes of the variables, from ``jax.eval_shape``: nothing is computed."""
     import jax
 
     # The dummy input stays abstract too: a dry run of dim_data 2e12 must not allocate 8 TB.
     abstract_input = jax.eval_shape(lambda: dummy_input(input_shape))
-    shapes = jax.eval_shape(init_function(module, init), rngs, abstract_input)
+    shapes = jax.eval_shape(init_function(module, init, probes), rngs, abstract_input)
     return cast_floating(shapes, init.dtype)
 
 

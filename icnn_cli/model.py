@@ -21,21 +21,30 @@ NPY_MAGIC = b"\x93NUMPY"  # first bytes of every .npy file (numpy.lib.format)
 
 @dataclasses.dataclass(frozen=True)
 class SampleFile:
-    """A Gaussian-map sample file as loaded: where it is, its digest and shape."""
+    """A sample file as loaded (Gaussian-map source/target, or a recipe's probe points):
+    where it is, its digest and shape."""
 
-    role: Literal["source", "target"]
+    role: Literal["source", "target", "probe"]
     path: Path
     sha256: str
     shape: tuple[int, ...]
 
 
 def load_sample_file(
-    path: Path, role: Literal["source", "target"], dim_data: int
+    path: Path,
+    role: Literal["source", "target", "probe"],
+    dim_data: int,
+    field: str | None = None,
 ) -> tuple[Any, SampleFile]:
-    """Load one ``.npy`` sample array, refusing anything but finite 2-D float data."""
+    """Load one ``.npy`` sample array, refusing anything but finite 2-D float data.
+
+    Args:
+      field: the config key that named the file, for messages; default
+        ``model.gaussian_map_samples.<role>``.
+    """
     import numpy as np
 
-    field = f"model.gaussian_map_samples.{role}"
+    field = field or f"model.gaussian_map_samples.{role}"
     if not path.is_file():
         problem = "not found" if not path.exists() else "not a regular file"
         raise IcnnError(f"{path}: {field}: sample file {problem}")
@@ -220,6 +229,73 @@ def effective_parameters(model: ModelConfig, params: Any) -> list[EffectiveParam
             EffectiveParameter(parts, transform, np.asarray(values), constrained, role)
         )
     return parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerLeaves:
+    """The parameter leaves of one ICNN layer's pre-activation, by their role.
+
+    Layer ``k``'s pre-activation is ``w_zs_{k-1}(z) + w_xs_k(x)`` (layer 0: ``w_xs_0(x)``),
+    with ``w_xs_k(x) = 0.5 x^T (A A^T + diag(softplus(d))) x + lin^T x + bias``. Shapes:
+    ``weights`` ``[fan_in, units]`` (used through ``weight_rectifier`` when it is set),
+    ``diagonal`` and ``linear`` ``[dim_data, units]``, ``low_rank`` ``[units, dim_data, rank]``
+    (absent at rank 0), ``bias`` ``[units]``.
+    """
+
+    index: int
+    weights: tuple[str, ...] | None
+    diagonal: tuple[str, ...]
+    low_rank: tuple[str, ...]
+    linear: tuple[str, ...]
+    bias: tuple[str, ...]
+    weight_rectifier: Any = None  # the module's rectifier_fn when pos_weights, else None
+
+
+def icnn_layers(module: Any) -> list[LayerLeaves]:
+    """One :class:`LayerLeaves` per layer of OTT's ICNN, the output layer last."""
+    rectifier = module.rectifier_fn if module.pos_weights else None
+    layers = []
+    for index in range(len(module.dim_hidden) + 1):
+        potential = ("params", f"w_xs_{index}")
+        layers.append(
+            LayerLeaves(
+                index=index,
+                weights=("params", f"w_zs_{index - 1}", "kernel") if index else None,
+                diagonal=(*potential, "diag_kernel"),
+                low_rank=(*potential, "quad_kernel"),
+                linear=(*potential, "lin_kernel"),
+                bias=(*potential, "bias"),
+                weight_rectifier=rectifier,
+            )
+        )
+    return layers
+
+
+def diagonal_rectifier() -> Any:
+    """What OTT's ``ICNN._get_wx`` applies to every ``w_xs_k/diag_kernel``."""
+    import jax
+
+    return jax.nn.softplus
+
+
+def pre_activations(module: Any, variables: Any, points: Any) -> list[Any]:
+    """Each layer's pre-activation ``[n, units]`` at ``points``, the output layer last.
+
+    OTT applies ``act_fn`` inline in ``ICNN.__call__``, so these are rebuilt from the
+    Dense / PosDefPotentials outputs that ``capture_intermediates`` records.
+    """
+    _, captured = module.apply(
+        variables, points, capture_intermediates=True, mutable=["intermediates"]
+    )
+
+    def output(name: str) -> Any:
+        return captured["intermediates"][name]["__call__"][0]
+
+    count = len(module.dim_hidden) + 1
+    layers = [output("w_xs_0")]
+    for index in range(1, count):
+        layers.append(output(f"w_zs_{index - 1}") + output(f"w_xs_{index}"))
+    return layers
 
 
 def layer_outputs(

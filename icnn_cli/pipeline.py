@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from icnn_cli import distributed, export_cache, model, resources, rngs
+from icnn_cli import distributed, export_cache, model, recipes, resources, rngs
 from icnn_cli.checkpoint.layout import Checkpoint, open_checkpoint
 from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.provenance import commit_time, orbax_facts, provenance_of
@@ -77,7 +77,7 @@ class PreparedInit:
     config: IcnnConfig
     device: Any
     init_variables: Callable[[Any], Any]  # rngs -> variables (jitted once)
-    sample_files: list[model.SampleFile]
+    sample_files: list[model.SampleFile]  # Gaussian-map samples, then a recipe's probe file
     versions: dict[str, str]
     layout: Layout | None = None  # with a mesh: where each leaf lives
     module: Any = None  # the OTT ICNN whose init this is; None when loaded from the export cache
@@ -124,11 +124,16 @@ def prepare_init(
     With ``compile_cache`` (the directory :func:`~icnn_cli.compile_cache.configure_compile_cache`
     set up), the init is also exported there (:mod:`icnn_cli.export_cache`), and a later call
     with the same architecture loads that export instead of building the module: no OTT or
-    Flax import. Without it, or on a mesh, this is the plain jit of ``module.init``.
+    Flax import. Without it, or on a mesh, this is the plain jit of ``module.init``. A
+    ``data-dependent`` recipe's probe samples file is read here and recorded with the
+    Gaussian-map sample files (the spec, the export key).
     """
     device = select_device(platform)
     samples, sample_files = model.load_gaussian_map_samples(config.model, config_dir)
-    return prepare_init_with_samples(config, samples, sample_files, device, compile_cache)
+    probes, probe_files = recipes.load_probe_samples(config, config_dir)
+    return prepare_init_with_samples(
+        config, samples, sample_files + probe_files, device, compile_cache, probes
+    )
 
 
 def prepare_init_with_samples(
@@ -137,12 +142,14 @@ def prepare_init_with_samples(
     sample_files: list[model.SampleFile],
     device: Any,
     compile_cache: Path | None = None,
+    probes: Any = None,
 ) -> PreparedInit:
-    """:func:`prepare_init` with the Gaussian-map samples already loaded and the device chosen
-    (``icnn verify`` takes them from the files and platform recorded in a checkpoint's spec;
-    with the same ``compile_cache`` it finds the export the sweep that wrote it stored)."""
+    """:func:`prepare_init` with the Gaussian-map samples (and a recipe's probe points)
+    already loaded and the device chosen (``icnn verify`` takes them from the files and
+    platform recorded in a checkpoint's spec; with the same ``compile_cache`` it finds the
+    export the sweep that wrote it stored)."""
     if compile_cache is None or config.mesh_shape():
-        return _prepare_jitted_init(config, samples, sample_files, device)
+        return _prepare_jitted_init(config, samples, sample_files, device, probes)
     versions = installed_versions()
     key = export_cache.export_key(
         compile_cache, config, [f.sha256 for f in sample_files], versions, device
@@ -159,7 +166,7 @@ def prepare_init_with_samples(
         try:
             stream_keys, _ = rngs.derive_stream_keys(config.init)
             stored = export_cache.export_and_store(
-                key, module, config.init, input_shape, stream_keys, device.platform
+                key, module, config.init, input_shape, stream_keys, device.platform, probes
             )
         except Exception as error:  # not exportable: the plain jit below traces it again
             export_cache.note_fallback(key, "is not exportable", error)
@@ -175,7 +182,7 @@ def prepare_init_with_samples(
                 exported="stored",
                 samples=samples,
             )
-        init_variables = compiled_init(module, config.init, input_shape)
+        init_variables = compiled_init(module, config.init, input_shape, probes=probes)
     return PreparedInit(
         config, device, init_variables, sample_files, versions, module=module, samples=samples
     )
@@ -186,16 +193,18 @@ def _prepare_jitted_init(
     samples: tuple[Any, Any] | None,
     sample_files: list[model.SampleFile],
     device: Any,
+    probes: Any = None,
 ) -> PreparedInit:
     """The plain jit of ``module.init`` (on ``config``'s mesh, when it has one)."""
     with default_device(device):
         module = build_module(config, samples)
-        layout = _plan_layout(module, config, device.platform)
+        layout = _plan_layout(module, config, device.platform, probes)
         init_variables = compiled_init(
             module,
             config.init,
             config.resolved_input_shape(),
             out_shardings=layout.shardings if layout else None,
+            probes=probes,
         )
     return PreparedInit(
         config,
@@ -216,12 +225,16 @@ def build_module(config: IcnnConfig, samples: tuple[Any, Any] | None) -> Any:
     return module
 
 
-def _plan_layout(module: Any, config: IcnnConfig, platform: str | None) -> Layout | None:
+def _plan_layout(
+    module: Any, config: IcnnConfig, platform: str | None, probes: Any = None
+) -> Layout | None:
     """The layout on ``config``'s mesh, from ``eval_shape``; ``None`` without a mesh."""
     if config.sharding is None or not config.mesh_shape():
         return None
     stream_keys, _ = rngs.derive_stream_keys(config.init)
-    shapes = abstract_variables(module, stream_keys, config.init, config.resolved_input_shape())
+    shapes = abstract_variables(
+        module, stream_keys, config.init, config.resolved_input_shape(), probes
+    )
     return plan_layout(shapes, config.sharding, platform)
 
 
@@ -262,6 +275,12 @@ def initialize_seed(prepared: PreparedInit, seed: int) -> tuple[Any, CheckpointS
         gaussian_map_samples=[
             SampleSpec(role=f.role, path=str(f.path), sha256=f.sha256, shape=list(f.shape))
             for f in prepared.sample_files
+            if f.role != recipes.PROBE_ROLE
+        ],
+        init_samples=[
+            SampleSpec(role=f.role, path=str(f.path), sha256=f.sha256, shape=list(f.shape))
+            for f in prepared.sample_files
+            if f.role == recipes.PROBE_ROLE
         ],
     )
     return variables, spec
@@ -296,7 +315,9 @@ def run_init(request: InitRequest) -> InitResult:
         prepare_runtime(request.use_compile_cache)  # before anything starts a JAX backend
     request = _with_default_mesh(request)
     config = request.config
-    distributed.check_same_everywhere("config, seed, output or force", _request_text(request))
+    distributed.check_same_everywhere(
+        f"config, {param('seed')}, {param('out')} or {param('force')}", _request_text(request)
+    )
     if request.dry_run:
         return _dry_run(request)
     outputs = [request.output] if request.output is not None else []
@@ -360,13 +381,14 @@ def _dry_run(request: InitRequest) -> InitResult:
     with distributed.all_or_none("preparing the dry run"):
         device = select_device(request.platform)
         samples, _ = model.load_gaussian_map_samples(config.model, request.config_dir)
+        probes, _ = recipes.load_probe_samples(config, request.config_dir)
         with default_device(device):
             module = build_module(config, samples)
             stream_keys, _ = rngs.derive_stream_keys(config.init)
             shapes = abstract_variables(
-                module, stream_keys, config.init, config.resolved_input_shape()
+                module, stream_keys, config.init, config.resolved_input_shape(), probes
             )
-            layout = _plan_layout(module, config, request.platform)
+            layout = _plan_layout(module, config, request.platform, probes)
     device_text = layout.device_text(distributed.process_count()) if layout else str(device)
     figures = resources.estimate(shapes, request.output, _devices(layout, device))
     summary = Summary(

@@ -256,3 +256,68 @@ def resolve_initializer(name: str, arguments: Mapping[str, Any]) -> Callable[...
     from flax.linen import initializers
 
     return getattr(initializers, INITIALIZERS[name].factory)(**arguments)
+
+
+# --- init recipes (icnn_cli/recipes.py does the math) ------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeEntry:
+    """One ``init.recipe``: the keyword arguments it takes, their ranges and defaults."""
+
+    summary: str
+    parameters: Mapping[str, type] = dataclasses.field(default_factory=dict)
+    ranges: Mapping[str, ParameterRange] = dataclasses.field(default_factory=dict)
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+OTT_RECIPE = "ott"
+PRINCIPLED_RECIPE = "principled"
+DATA_DEPENDENT_RECIPE = "data-dependent"
+DEFAULT_PROBE_SAMPLES = 1024
+
+RECIPES: Mapping[str, RecipeEntry] = {
+    OTT_RECIPE: RecipeEntry("OTT's ICNN.init, unchanged"),
+    PRINCIPLED_RECIPE: RecipeEntry(
+        "Hoedt & Klambauer (NeurIPS 2023): log-normal w_zs kernels, a negative bias per layer",
+        {"rho": _NUMBER, "variance": _NUMBER, "leaky_slope": _NUMBER},
+        {
+            # rho = 0 gives E[w] = 0 and rho = 1 a zero variance: no log-normal has either
+            "rho": ParameterRange(0.0, None, low_exclusive=True),
+            "variance": ParameterRange(0.0, None, low_exclusive=True),
+            "leaky_slope": ParameterRange(0.0, 1.0),
+        },
+        {"rho": 0.5, "variance": 1.0, "leaky_slope": 0.0},
+    ),
+    DATA_DEPENDENT_RECIPE: RecipeEntry(
+        "scale and shift every layer's pre-activation to mean 0, variance 1 on probe inputs",
+        {"samples": int, "samples_file": str},
+        {"samples": ParameterRange(2.0, None)},
+        {"samples": DEFAULT_PROBE_SAMPLES},
+    ),
+}
+
+
+def check_recipe(name: str, arguments: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``init.recipe`` ``{name, **arguments}`` is valid."""
+    entry = RECIPES.get(name)
+    if entry is None:
+        raise ValueError(f"unknown recipe '{name}' (choose from: {', '.join(RECIPES)})")
+    _check_keyword_arguments("recipe", name, arguments, entry.parameters)
+    for key, bounds in entry.ranges.items():
+        if key in arguments and not bounds.contains(arguments[key]):
+            raise ValueError(f"recipe '{name}': {key} must be in {bounds.describe()}")
+    if name == PRINCIPLED_RECIPE and arguments.get("rho", 0.5) >= 1:
+        raise ValueError(f"recipe '{name}': rho must be below 1 (rho = 1 leaves no variance)")
+    if name == DATA_DEPENDENT_RECIPE and {"samples", "samples_file"} <= set(arguments):
+        raise ValueError(f"recipe '{name}': give samples or samples_file, not both")
+
+
+def recipe_arguments(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated recipe's arguments with its defaults filled in."""
+    entry = RECIPES[spec["name"]]
+    given = {key: value for key, value in spec.items() if key != "name"}
+    defaults = dict(entry.defaults)
+    if "samples_file" in given:
+        defaults.pop("samples", None)
+    return {**defaults, **given}

@@ -7,7 +7,9 @@ stream. With ``init.rngs``, each stream gets its own key:
 * an integer ``n`` gives ``jax.random.key(n)``;
 * ``derive`` gives ``jax.random.fold_in(jax.random.key(seed), crc32(name))``,
   so streams are independent of each other yet fixed by the master seed;
-* ``params`` not listed falls back to ``jax.random.key(seed)``.
+* ``params`` not listed falls back to ``jax.random.key(seed)``;
+* the streams of ``init.recipe`` and ``init.overrides`` (``principled``, ``probe``,
+  ``override:<path>``), when not listed, are derived; Flax never sees them.
 """
 
 from __future__ import annotations
@@ -45,14 +47,19 @@ def derive_stream_keys(init: InitConfig) -> tuple[Any, list[StreamRecord]]:
     """
     import jax
 
+    from icnn_cli.recipes import stream_names
+
     master = jax.random.key(init.seed, impl=init.rng_impl)
-    if init.rngs is None:
+    recipe_streams = stream_names(init)
+    if init.rngs is None and not recipe_streams:
         return master, [_record(PARAMS, "master", init.seed, master)]
 
     keys: dict[str, Any] = {}
     records = []
-    streams: dict[str, int | str | None] = dict(init.rngs)
+    streams: dict[str, Any] = dict(init.rngs or {})
     streams.setdefault(PARAMS, None)
+    for name in recipe_streams:  # the recipe's and overrides' own streams, derived by default
+        streams.setdefault(name, DERIVE)
     for name, value in streams.items():
         if value is None:
             key, rule, seed = master, "master", init.seed

@@ -41,6 +41,7 @@ def test_the_schema_walk_finds_every_section():
         "IcnnConfig",
         "ModelConfig",
         "InitConfig",
+        "InitOverride",
         "GaussianMapSamples",
         "ShardingConfig",
         "ShardingRule",
@@ -102,16 +103,18 @@ def test_options_set_their_fields(icnn):
 
 
 def test_commented_examples_become_valid_when_uncommented(icnn):
-    """The sections with required keys (Gaussian-map samples, sharding rules) are shown as
-    commented-out examples; uncommenting them gives a valid config."""
+    """The sections with required keys (Gaussian-map samples, init overrides, sharding rules)
+    are shown as commented-out examples; uncommenting them gives a valid config."""
     text = icnn("config", "new", "--all").stdout
     uncommented = "\n".join(re.sub(r"^(\s*)# (?=\s)", r"\1", line) for line in text.splitlines())
     uncommented = uncommented.replace("rules: []", "rules:")
+    uncommented = uncommented.replace("overrides: []", "overrides:")
 
     config = IcnnConfig.model_validate(yaml.safe_load(uncommented))
 
     assert config.model.gaussian_map_samples is not None
     assert config.sharding is not None and len(config.sharding.rules) == 1
+    assert [rule.path for rule in config.init.overrides] == ["params/w_zs_*/kernel"]
 
 
 def test_every_example_value_belongs_to_a_field():

@@ -12,6 +12,7 @@ from icnn_cli.config import (
     GaussianMapSamples,
     IcnnConfig,
     InitConfig,
+    InitOverride,
     ModelConfig,
     ShardingConfig,
     ShardingRule,
@@ -37,7 +38,15 @@ def test_every_option_is_documented(icnn):
 
 @pytest.mark.parametrize(
     "model",
-    [IcnnConfig, ModelConfig, InitConfig, GaussianMapSamples, ShardingConfig, ShardingRule],
+    [
+        IcnnConfig,
+        ModelConfig,
+        InitConfig,
+        InitOverride,
+        GaussianMapSamples,
+        ShardingConfig,
+        ShardingRule,
+    ],
 )
 def test_every_config_key_is_documented(model):
     for key in model.model_fields:

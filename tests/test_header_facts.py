@@ -90,7 +90,9 @@ def _fingerprint(text: str, report: dict[str, Any]) -> None:
 
 def _sample(role: str) -> Callable[[str, dict[str, Any]], None]:
     def check(text: str, report: dict[str, Any]) -> None:
-        (sample,) = [s for s in report["provenance"]["gaussian_map_samples"] if s["role"] == role]
+        provenance = report["provenance"]
+        samples = [*provenance["gaussian_map_samples"], *provenance["init_samples"]]
+        (sample,) = [s for s in samples if s["role"] == role]
         assert text == f"sha256 {sample['sha256'][:16]}  {sample['path']}"
 
     return check
@@ -141,8 +143,10 @@ FACTS: dict[str, Callable[[str, dict[str, Any]], None]] = {
     "versions": _versions,
     "device": _equals(lambda report: (report["provenance"] or report["dry_run"])["device"]),
     "fingerprint": _fingerprint,
+    "init recipe": _json_of(lambda report: report["provenance"]["init_recipe"]),
     "source sample": _sample("source"),
     "target sample": _sample("target"),
+    "probe sample": _sample("probe"),
     "peak memory": _figures("peak_memory_bytes", "memory_of"),
     "checkpoint": _figures("checkpoint_bytes", "disk_of"),
 }

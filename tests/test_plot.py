@@ -30,7 +30,7 @@ def test_two_dimensional_plot_has_the_contour_and_a_histogram_per_leaf(
     assert result.exit_code == 0, result.stderr
     written = json.loads(result.stdout)
     leaves = json.loads(icnn("inspect", out, "--json").stdout)["leaves"]
-    assert written["panels"] == ["potential"] + [leaf["path"] for leaf in leaves]
+    assert written["panels"] == ["potential", "signal"] + [leaf["path"] for leaf in leaves]
     pixels = image.imread(figure)
     assert pixels.shape[:2] == (written["height"], written["width"])
     assert written["width"] >= 800 and written["height"] > written["width"]
@@ -55,7 +55,8 @@ def test_higher_dimensional_plot_has_only_histograms(icnn, write_config, tmp_pat
     assert result.exit_code == 0, result.stderr
     leaves = json.loads(icnn("inspect", out, "--json").stdout)["leaves"]
     assert result.stdout.startswith(f"wrote {figure} (960x")
-    assert result.stdout.endswith(f"px, {len(leaves)} panels)\n")  # no potential panel
+    # the signal panel and the histograms, no potential panel
+    assert result.stdout.endswith(f"px, {len(leaves) + 1} panels)\n")
     text = figure.read_text()
     assert text.lstrip().startswith("<?xml") and "w_zs_0: kernel" in text
 
@@ -73,3 +74,23 @@ def test_bad_out_exits_2_before_any_work(icnn, tmp_path, name, message):
     assert result.exit_code == 2
     assert result.stderr.startswith(f"icnn: error: --out {tmp_path / name}: ")
     assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_compare_draws_both_checkpoints_signal_per_layer(icnn, write_config, tmp_path):
+    model = {"dim_data": 3, "dim_hidden": [16, 16, 16], "pos_weights": True}
+    for recipe in ("ott", "data-dependent"):
+        config = write_config(
+            {"model": model, "init": {"recipe": {"name": recipe}}}, f"{recipe}.yaml"
+        )
+        assert icnn("init", "-c", config, "--out", tmp_path / recipe).exit_code == 0
+    figure = tmp_path / "signal.svg"
+
+    result = icnn(
+        "plot", tmp_path / "ott", "--compare", tmp_path / "data-dependent", "--out", figure
+    )
+
+    assert result.exit_code == 0, result.stderr
+    text = figure.read_text()
+    assert "pre-activation variance per layer" in text
+    assert "correlation between inputs per layer" in text
+    assert str(tmp_path / "ott") in text and str(tmp_path / "data-dependent") in text

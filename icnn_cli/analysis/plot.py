@@ -3,8 +3,10 @@
 For ``dim_data == 2`` the top panel is a contour plot of f with grad f arrows over
 the probe region, plus, for a Gaussian-map checkpoint whose samples are still
 there, the source samples, the target samples and the source pushed through
-grad f. Below it (any ``dim_data``), one histogram per parameter leaf, showing
-the values the forward pass uses (after OTT's rectifiers).
+grad f. Below it (any ``dim_data``), the signal propagation: each layer's pre-activation
+variance (log scale) and the mean correlation between different inputs' pre-activations,
+beside a second checkpoint's with ``compare``; then one histogram per parameter leaf,
+showing the values the forward pass uses (after OTT's rectifiers).
 
 Matplotlib is an optional dependency (``pip install 'icnn-cli[plot]'``); it is
 imported only here, and only its object-oriented API is used (``Figure`` with the
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from icnn_cli import model as icnn_model
-from icnn_cli.analysis.health import probe_points, transport_map
+from icnn_cli.analysis.health import probe_points, signal_layers, transport_map
 from icnn_cli.analysis.loading import LoadedModel
 from icnn_cli.errors import IcnnError, UsageError
 
@@ -36,6 +38,8 @@ HISTOGRAM_COLUMNS = 4
 HISTOGRAM_BINS = 40
 PROBE_POINTS = 256
 MARGIN = 0.15  # share of the probe box added on each side
+SIGNAL_HEIGHT = 3.5  # inches
+SIGNAL_PANEL = "signal"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,8 +168,44 @@ def draw_histograms(figure: Any, loaded: LoadedModel) -> list[str]:
     return [parameter.path_string for parameter in parameters]
 
 
-def plot_checkpoint(loaded: LoadedModel, out: Path) -> PlotResult:
-    """Draw the figure and write it to ``out`` (replaced atomically when it exists)."""
+def draw_signal(
+    figure: Any, curves: list[tuple[str, LoadedModel]], points: int = PROBE_POINTS
+) -> None:
+    """Pre-activation variance (log scale) and input correlation per layer, one line each."""
+    variance_axes, correlation_axes = figure.subplots(1, 2, squeeze=True)
+    for label, loaded in curves:
+        layers = signal_layers(loaded, points)
+        indices = list(range(len(layers)))
+        variances = [max(layer.pre_activation_variance, 1e-30) for layer in layers]
+        variance_axes.semilogy(indices, variances, marker="o", label=label)
+        correlated = [(i, layer.correlation) for i, layer in enumerate(layers)]
+        shown = [(i, value) for i, value in correlated if value is not None]
+        correlation_axes.plot(*zip(*shown, strict=True), marker="o", label=label)
+    variance_axes.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    variance_axes.set_title("pre-activation variance per layer", fontsize="medium")
+    correlation_axes.set_title("correlation between inputs per layer", fontsize="medium")
+    correlation_axes.set_ylim(-0.05, 1.05)
+    from matplotlib.ticker import MaxNLocator
+
+    for axes in (variance_axes, correlation_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("layer")
+        axes.legend(loc="best", fontsize="small")
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.88, wspace=0.2)
+
+
+def plot_checkpoint(
+    loaded: LoadedModel,
+    out: Path,
+    compare: LoadedModel | None = None,
+    labels: tuple[str, str] = ("checkpoint", "compare"),
+) -> PlotResult:
+    """Draw the figure and write it to ``out`` (replaced atomically when it exists).
+
+    Args:
+      compare: a second checkpoint whose signal propagation is drawn beside this one's.
+      labels: the legend's names for ``loaded`` and ``compare``.
+    """
     check_output_file(out)
     from matplotlib.figure import Figure
 
@@ -173,17 +213,22 @@ def plot_checkpoint(loaded: LoadedModel, out: Path) -> PlotResult:
     histogram_rows = math.ceil(len(parameters) / HISTOGRAM_COLUMNS)
     with_potential = loaded.model.dim_data == 2
     potential_height = 7.0 if with_potential else 0.0
+    heights = [SIGNAL_HEIGHT, 2.0 * histogram_rows]
+    if with_potential:
+        heights.insert(0, potential_height)
     # fixed margins rather than layout="constrained", which doubles the drawing time
-    figure = Figure(figsize=(12, potential_height + 2.0 * histogram_rows), dpi=DPI)
+    figure = Figure(figsize=(12, sum(heights)), dpi=DPI)
+    subfigures = list(
+        figure.subfigures(len(heights), 1, squeeze=False, height_ratios=heights)[:, 0]
+    )
     panels = []
     if with_potential:
-        (top,), (bottom,) = figure.subfigures(
-            2, 1, squeeze=False, height_ratios=[potential_height, 2.0 * histogram_rows]
-        )
-        draw_potential(top.subplots(), loaded)
+        draw_potential(subfigures.pop(0).subplots(), loaded)
         panels.append("potential")
-    else:
-        bottom = figure
+    curves = [(labels[0], loaded)] + ([(labels[1], compare)] if compare is not None else [])
+    draw_signal(subfigures[0], curves)
+    panels.append(SIGNAL_PANEL)
+    bottom = subfigures[1]
     panels += draw_histograms(bottom, loaded)
     if not with_potential:
         figure.suptitle(f"parameters as used (dim_data {loaded.model.dim_data}: no contour)")

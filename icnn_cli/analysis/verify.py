@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from icnn_cli.analysis.compare import bit_identical, value_differences
-from icnn_cli.analysis.loading import missing_sample_file, recorded_samples, spec_config
+from icnn_cli.analysis.loading import (
+    missing_sample_file,
+    recorded_samples,
+    spec_config,
+    unchanged_sample,
+)
 from icnn_cli.checkpoint.consistency import read_consistently
 from icnn_cli.checkpoint.layout import Checkpoint, open_checkpoint
 from icnn_cli.checkpoint.metadata import quiet_absl
@@ -398,7 +403,10 @@ def init_key(spec: CheckpointSpec) -> str:
     return json.dumps(
         {
             "config": config,
-            "samples": [record.model_dump(mode="json") for record in spec.gaussian_map_samples],
+            "samples": [
+                record.model_dump(mode="json")
+                for record in [*spec.gaussian_map_samples, *spec.init_samples]
+            ],
             "platform": spec.device.split(":", 1)[0],
             "threefry_partitionable": spec.threefry_partitionable,
         },
@@ -468,10 +476,20 @@ class Reruns:
                 SampleFile(record.role, Path(record.path), record.sha256, tuple(record.shape))
                 for record in spec.gaussian_map_samples
             ]
+        probes = None
+        if spec.init_samples:  # a data-dependent recipe's probe samples file
+            record = spec.init_samples[0]
+            probes = unchanged_sample(record, config.model.dim_data)
+            if probes is None:
+                return None, f"probe sample file {record.path} is missing or has changed"
+            probes = probes.astype("float32")
+            sample_files.append(
+                SampleFile(record.role, Path(record.path), record.sha256, tuple(record.shape))
+            )
         device, where = _rerun_device(spec)
         with jax.threefry_partitionable(spec.threefry_partitionable):
             prepared = prepare_init_with_samples(
-                config, samples, sample_files, device, self.compile_cache
+                config, samples, sample_files, device, self.compile_cache, probes
             )
             # A spec read from a checkpoint is untrusted: a model too big for this machine
             # is reported by its numbers, never allocated.

@@ -83,7 +83,19 @@ def provenance_of(
             SampleRecord(sample.role, sample.path, sample.sha256)
             for sample in spec.gaussian_map_samples
         ),
+        init_recipe=_recipe_of(spec),
+        init_samples=tuple(
+            SampleRecord(sample.role, sample.path, sample.sha256) for sample in spec.init_samples
+        ),
     )
+
+
+def _recipe_of(spec: CheckpointSpec) -> dict[str, Any] | None:
+    """The spec's ``init.recipe`` when it is not OTT's own init (which moves nothing)."""
+    recipe = (spec.config.get("init") or {}).get("recipe")
+    if isinstance(recipe, dict) and recipe.get("name", "ott") != "ott":
+        return recipe
+    return None
 
 
 def orbax_facts(checkpoint: Checkpoint, metrics_item: Any = None) -> OrbaxFacts:

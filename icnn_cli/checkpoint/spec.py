@@ -34,7 +34,7 @@ class StreamSpec(_Record):
 
 
 class SampleSpec(_Record):
-    role: Literal["source", "target"]
+    role: Literal["source", "target", "probe"]
     path: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     shape: list[int]
@@ -55,6 +55,7 @@ class CheckpointSpec(_Record):
     device: str
     fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     gaussian_map_samples: list[SampleSpec] = []
+    init_samples: list[SampleSpec] = []  # init.recipe's probe samples file (role "probe")
 
 
 def installed_versions() -> dict[str, str]:

@@ -26,9 +26,19 @@ def plot(
         ),
     ],
     config: ArchitectureOpt = None,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            help="A second checkpoint (or gs:// URL) whose per-layer variance and input "
+            "correlation are drawn beside this one's.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Draw the potential (2-D data: contour + grad f arrows) and a histogram per parameter leaf."""
+    """Draw the potential (2-D data: contour + grad f arrows), the signal per layer and a
+    histogram per parameter leaf."""
     output = Output(json_output)
     with reported_errors():
         from icnn_cli.analysis.loading import load_model
@@ -36,8 +46,10 @@ def plot(
 
         check_output_file(out)
         loaded = load_model(storage_path(path), config)
+        other = load_model(storage_path(compare), config_parameter=None) if compare else None
+        labels = (path, compare or "")
         with output.status("Drawing…"):
-            result = plot_checkpoint(loaded, out)
+            result = plot_checkpoint(loaded, out, other, labels)
         output.result(
             result.as_json(),
             lambda: (

@@ -123,6 +123,9 @@ class Provenance:
       fingerprint_check: whether the arrays were read and checked against it;
         ``checked, filtered``: every leaf read, only the filtered ones summarised.
       gaussian_map_samples: the sample files a Gaussian-map init read.
+      init_recipe: the ``init.recipe`` that moved the parameters after OTT's init, as the
+        config gives it (``{"name": ..., **arguments}``); ``None`` for OTT's init as is.
+      init_samples: the probe samples file a ``data-dependent`` recipe read.
     """
 
     seed: int
@@ -135,6 +138,8 @@ class Provenance:
     installed_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     fingerprint_check: FingerprintCheck = "not checked"
     gaussian_map_samples: tuple[SampleRecord, ...] = ()
+    init_recipe: Mapping[str, Any] | None = None
+    init_samples: tuple[SampleRecord, ...] = ()
 
     @property
     def differing_versions(self) -> dict[str, tuple[str, str]]:
@@ -157,6 +162,8 @@ class Provenance:
             "fingerprint": self.fingerprint,
             "fingerprint_check": self.fingerprint_check,
             "gaussian_map_samples": [sample.as_json() for sample in self.gaussian_map_samples],
+            "init_recipe": dict(self.init_recipe) if self.init_recipe is not None else None,
+            "init_samples": [sample.as_json() for sample in self.init_samples],
         }
 
 

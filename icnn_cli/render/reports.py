@@ -23,7 +23,7 @@ from icnn_cli.render.table import (
 if TYPE_CHECKING:
     from icnn_cli.analysis.convexity import ConvexityReport
     from icnn_cli.analysis.diff import DiffReport, LeafDiff
-    from icnn_cli.analysis.health import HealthReport, LayerHealth
+    from icnn_cli.analysis.health import ConvexityAtInit, HealthReport, LayerHealth, Verdict
     from icnn_cli.analysis.verify import VerifyReport, VerifySummary
     from icnn_cli.sweep import SweepItem, SweepResult
 
@@ -151,11 +151,58 @@ HEALTH_COLUMNS: list[Column[LayerHealth]] = [
     ),
     Column("mean", lambda layer: text_cell(f"{layer.mean:.4g}"), justify="right"),
     Column("std", lambda layer: text_cell(f"{layer.std:.4g}"), justify="right"),
+    Column(
+        "pre mean", lambda layer: text_cell(f"{layer.pre_activation_mean:.3g}"), justify="right"
+    ),
+    Column(
+        "pre var", lambda layer: text_cell(f"{layer.pre_activation_variance:.3g}"), justify="right"
+    ),
+    Column(
+        "corr",
+        lambda layer: text_cell("" if layer.correlation is None else f"{layer.correlation:.2f}"),
+        justify="right",
+    ),
 ]
 
 
+def convexity_line(convexity: ConvexityAtInit) -> str:
+    if convexity.certified:
+        return "convex at init  certified: " + " ".join(convexity.conditions)
+    found = (
+        f"Jensen gap violated at {convexity.violations} of {convexity.pairs} probe pairs "
+        f"(largest gap {convexity.worst_gap:.3g}): not convex"
+        if convexity.violations
+        else f"no Jensen-gap violation in {convexity.pairs} probe pairs (not a proof)"
+    )
+    return f"convex at init  not certified ({' '.join(convexity.conditions)}); {found}"
+
+
+def verdict_line(verdict: Verdict) -> str:
+    growth = f"x{verdict.variance_growth:.3g} per layer"
+    try_recipe = f"; try `init.recipe: {verdict.suggestion}`" if verdict.suggestion else ""
+    if verdict.kind == "exploding":
+        text = f"variance grows {growth}: exploding from layer {verdict.from_layer}"
+    elif verdict.kind == "vanishing":
+        text = f"variance shrinks {growth}: vanishing from layer {verdict.from_layer}"
+    elif verdict.kind == "inputs alike":
+        text = (
+            f"inputs look alike from layer {verdict.from_layer} (correlation "
+            f"{verdict.correlation:.2f}), so later layers cannot tell them apart"
+        )
+    elif verdict.kind == "dead units":
+        text = f"{verdict.dead_fraction:.0%} of layer {verdict.from_layer}'s units are dead"
+    else:
+        text = f"healthy: pre-activation variance changes {growth}"
+    return f"verdict         {text}{try_recipe}"
+
+
 def _health_lines(report: HealthReport) -> list[str]:
-    lines = [f"potential f  mean {report.potential_mean:.4g}, std {report.potential_std:.4g}"]
+    lines = []
+    if report.verdict is not None:
+        lines.append(verdict_line(report.verdict))
+    if report.convexity is not None:
+        lines.append(convexity_line(report.convexity))
+    lines.append(f"potential f  mean {report.potential_mean:.4g}, std {report.potential_std:.4g}")
     if report.transport is not None:
         transport = report.transport
         reference = "x" if transport.reference == "identity" else "the Bures map"

@@ -110,7 +110,9 @@ def provenance_lines(provenance: Provenance, written_at: str | None) -> list[Hea
             + FINGERPRINT_NOTES[provenance.fingerprint_check],
         ),
     ]
-    for sample in provenance.gaussian_map_samples:
+    if provenance.init_recipe is not None:
+        lines.insert(2, ("init recipe", short_json(provenance.init_recipe)))
+    for sample in [*provenance.gaussian_map_samples, *provenance.init_samples]:
         lines.append(
             (f"{sample.role} sample", f"sha256 {sample.sha256[:SHORT_DIGITS]}  {sample.path}")
         )

@@ -31,7 +31,8 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        subprocess.run([icnn, "plot", checkpoint, "--out", figure], check=True)
+        # run where the checkpoint is, so the legend names it "ckpt", not a temporary path
+        subprocess.run([icnn, "plot", "ckpt", "--out", figure], check=True, cwd=scratch)
         image = Image.open(figure).convert("RGB").quantize(256)
         image.save(HERE / "plot-default.png", optimize=True)
 
