@@ -118,6 +118,30 @@ def main() -> None:
     }
     report["parity_default"] = parity(ckpt, default)
 
+    # 2b. the init recipes on the GPU: deep ICNN with pos_weights, each recipe verified there
+    recipes = {}
+    for name in ("principled", "data-dependent"):
+        config = work / f"{name}.yaml"
+        config.write_text(
+            "model: {dim_data: 2, dim_hidden: [256, 256, 256, 256, 256, 256], pos_weights: true}\n"
+            f"init: {{recipe: {{name: {name}}}}}\n"
+        )
+        out = work / f"recipe-{name}"
+        seconds, done = icnn_init(config, "gpu", out, {**env, **cache}, "--json")
+        must(done, f"icnn init recipe {name}")
+        checked = timed([*ICNN, "verify", str(out), "--json"], {**env, **cache})[1]
+        health = timed([*ICNN, "inspect", str(out), "--health", "--json"], env)[1]
+        recipes[name] = {
+            "init_seconds": seconds,
+            "verify": json.loads(checked.stdout)["checkpoints"][0]["reproducibility"]
+            if checked.stdout
+            else checked.stderr[-500:],
+            "health_verdict": json.loads(health.stdout)["health"].get("verdict")
+            if health.stdout
+            else health.stderr[-500:],
+        }
+    report["recipes"] = recipes
+
     # 3. timings side by side: plain script vs icnn, both on the GPU
     plain_times, icnn_cold, icnn_warm = [], [cold], [warm]
     for index in range(3):
