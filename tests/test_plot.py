@@ -76,6 +76,7 @@ def test_bad_out_exits_2_before_any_work(icnn, tmp_path, name, message):
     assert message in result.stderr and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow  # 9.1 s of CPU on a warm cache (--cpu-durations)
 def test_compare_draws_both_checkpoints_signal_per_layer(icnn, write_config, tmp_path):
     model = {"dim_data": 3, "dim_hidden": [16, 16, 16], "pos_weights": True}
     for recipe in ("ott", "data-dependent"):

@@ -132,6 +132,7 @@ def test_data_dependent_gives_every_layer_unit_variance_on_fresh_probes(case):
         assert abs(mean) <= 0.3, (index, mean)
 
 
+@pytest.mark.slow  # 2.8 s of CPU on a warm cache (--cpu-durations)
 def test_data_dependent_with_pos_weights_stays_convex():
     module, variables = deep_data_dependent("dim 2, pos_weights")
     keys = jax.random.split(jax.random.key(7), 3)

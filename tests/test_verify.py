@@ -273,6 +273,7 @@ def mixed_runs(tmp_path_factory):
     ]
 
 
+@pytest.mark.slow  # with `mixed_runs`, 2.2 s of CPU on a warm cache (--cpu-durations)
 def test_many_checkpoints_give_the_reports_of_one_by_one(icnn, mixed_runs, monkeypatch):
     from icnn_cli import pipeline
     from icnn_cli.analysis import verify
@@ -353,6 +354,7 @@ def test_fail_fast_stops_at_the_first_checkpoint_not_verified(icnn, mixed_runs):
     assert result.stderr.splitlines()[-1].endswith("1 not checked")
 
 
+@pytest.mark.slow  # with `mixed_runs`, 2.7 s of CPU on a warm cache (--cpu-durations)
 def test_a_bad_path_among_many_is_refused_before_any_rerun(icnn, mixed_runs, tmp_path):
     result = icnn("verify", *mixed_runs, tmp_path / "missing", "--json")
 
