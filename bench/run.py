@@ -814,7 +814,7 @@ def main() -> None:
         "the same time, which slows both sides of every comparison.",
         "",
     ]
-    # Measured where make bench cannot run (a GPU machine): kept verbatim, with its own date.
+    # Measured where make bench cannot (a GPU machine) or by hand (a profile): kept verbatim.
     kept = [path.read_text() for path in sorted(REPO.glob("bench/*_results.md"))]
     args.out.write_text("\n".join(header) + "\n" + "\n".join([*report.sections, *kept]))
     print(f"bench: wrote {args.out} in {elapsed / 60:.1f} min")
