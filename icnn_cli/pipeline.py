@@ -357,6 +357,16 @@ def check_resources(
     The shapes come from ``eval_shape`` of the prepared (not yet compiled) init, which
     JAX traces once for both this and the real call.
     """
+    figures = estimate_resources(prepared, outputs)
+    figures.check(outputs[0] if outputs else None)
+    return figures
+
+
+def estimate_resources(
+    prepared: PreparedInit, outputs: Sequence[StoragePath] = ()
+) -> resources.ResourceEstimate:
+    """The memory and disk figures of a prepared init and its ``outputs``; refuses nothing
+    (``verify`` words a re-run that does not fit its own way)."""
     import jax
 
     with default_device(prepared.device):
@@ -365,11 +375,9 @@ def check_resources(
         stream_keys, _ = rngs.derive_stream_keys(prepared.config.init)
         shapes = jax.eval_shape(prepared.init_variables, stream_keys)
     output = outputs[0] if outputs else None
-    figures = resources.estimate(
+    return resources.estimate(
         shapes, output, _devices(prepared.layout, prepared.device), copies=max(len(outputs), 1)
     )
-    figures.check(output)
-    return figures
 
 
 def _devices(layout: Layout | None, device: Any) -> list[Any]:

@@ -608,18 +608,12 @@ def _rerun_problem(prepared: Any) -> str | None:
     The spec comes from the checkpoint: a model that validates yet is too big for any
     machine (``dim_hidden: [10**30]``) must be refused by its numbers, not allocated.
     """
-    import jax
-
-    from icnn_cli import resources, rngs
-    from icnn_cli.pipeline import default_device
+    from icnn_cli.pipeline import estimate_resources
 
     try:
-        with default_device(prepared.device):
-            stream_keys, _ = rngs.derive_stream_keys(prepared.config.init)
-            shapes = jax.eval_shape(prepared.init_variables, stream_keys)
+        figures = estimate_resources(prepared)
     except (OverflowError, ValueError, TypeError, MemoryError) as error:
         return f"the recorded model cannot be initialised ({first_line(error, 120)})"
-    figures = resources.estimate(shapes, None, [prepared.device])
     if not figures.memory_fits:
         return (
             f"the recorded init needs ~{format_bytes(figures.peak_bytes)} at its peak, "
