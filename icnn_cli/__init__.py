@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from icnn_cli.analysis.health import HealthReport
     from icnn_cli.python_api import ConfigSource
     from icnn_cli.records import Summary
 
     __version__: str  # read lazily by __getattr__ below
 
-__all__ = ["__version__", "init", "inspect", "load", "package_version"]
+__all__ = ["__version__", "health", "init", "inspect", "load", "package_version"]
 
 DISTRIBUTION = "icnn-cli"
 """The name pip knows icnn by; its version (pyproject.toml's) is the one version."""
@@ -113,6 +114,34 @@ def inspect(path: str | os.PathLike[str], stats: bool = False) -> Summary:
     from icnn_cli.checkpoint.storage import storage_path
 
     return inspect_checkpoint(storage_path(path), with_stats=stats)
+
+
+def health(path: str | os.PathLike[str], probe: int = 256, step: int | None = None) -> HealthReport:
+    """Run an icnn checkpoint's ICNN on a probe batch: what ``icnn inspect --health`` shows.
+
+    Args:
+      path: a checkpoint written by ``icnn init`` (a local path or ``gs://`` URL), or an
+        Orbax ``CheckpointManager`` root of such checkpoints.
+      probe: probe batch size (``--probe``); the batch is the recorded Gaussian-map
+        samples when there are any, else standard-normal points drawn with a fixed seed.
+      step: with a root of steps, the step to probe (default: the latest).
+
+    Returns:
+      The :class:`~icnn_cli.analysis.health.HealthReport`: per layer pre-activation mean,
+      variance and correlation and dead units, the potential's mean and std, convexity at
+      init, the transport map's distance from its reference, and a ``verdict``;
+      ``report.as_json()`` is the ``"health"`` object of ``icnn inspect --health --json``.
+
+    Raises:
+      icnn_cli.errors.IcnnError: not an icnn checkpoint, or damaged data.
+    """
+    from icnn_cli.analysis.health import checkpoint_health
+    from icnn_cli.checkpoint.storage import storage_path
+    from icnn_cli.errors import UsageError
+
+    if probe < 1:
+        raise UsageError(f"must be at least 1, got {probe}", parameter="probe", value=probe)
+    return checkpoint_health(storage_path(path), step, probe)
 
 
 def load(path: str | Path) -> tuple[Any, Any]:

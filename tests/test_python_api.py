@@ -52,8 +52,8 @@ def test_importing_icnn_cli_imports_no_jax():
 
 
 def test_the_public_api_is_exported_and_typed():
-    assert {"init", "inspect", "load", "__version__"} <= set(icnn_cli.__all__)
-    for name in ("init", "inspect", "load"):
+    assert {"init", "inspect", "health", "load", "__version__"} <= set(icnn_cli.__all__)
+    for name in ("init", "inspect", "health", "load"):
         function = getattr(icnn_cli, name)
         assert callable(function) and function.__doc__ and "Args:" in function.__doc__
         parameters = inspect.signature(function).parameters
@@ -154,6 +154,19 @@ def test_inspect_returns_the_records_inspect_json_prints(icnn, write_config, tmp
         assert json.loads(json.dumps(summary.as_json())) == printed
     assert summary.spec["seed"] == 3
     assert all(leaf.stats is not None for leaf in summary.leaves)
+
+
+@pytest.mark.slow  # 2.3 s of CPU on a warm cache (--cpu-durations): two health probes
+def test_health_returns_the_report_inspect_health_json_prints(icnn, tiny_checkpoint):
+    report = icnn_cli.health(tiny_checkpoint, probe=16)
+
+    printed = json.loads(
+        icnn("inspect", tiny_checkpoint, "--health", "--probe", 16, "--json").stdout
+    )
+    assert json.loads(json.dumps(report.as_json())) == printed["health"]
+    assert report.points == 16 and report.verdict.kind in {"healthy", "exploding"}
+    with pytest.raises(IcnnError, match=r"^probe=0: must be at least 1, got 0$"):
+        icnn_cli.health(tiny_checkpoint, probe=0)
 
 
 @pytest.mark.slow  # 3.1 s of CPU on a warm cache (--cpu-durations)

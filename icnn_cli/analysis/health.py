@@ -23,7 +23,8 @@ import dataclasses
 from typing import Any, Literal
 
 from icnn_cli import model as icnn_model
-from icnn_cli.analysis.loading import LoadedModel
+from icnn_cli.analysis.loading import LoadedModel, load_model
+from icnn_cli.checkpoint.storage import StoragePath
 
 DEFAULT_PROBE = 256
 PROBE_SEED = 0  # the standard-normal probe is the same on every run
@@ -320,6 +321,18 @@ def probe_health(loaded: LoadedModel, points: int = DEFAULT_PROBE) -> HealthRepo
         convexity=convexity_at_init(loaded, batch),
         verdict=verdict_of(layers),
     )
+
+
+def checkpoint_health(
+    path: StoragePath, step: int | None = None, points: int = DEFAULT_PROBE
+) -> HealthReport:
+    """:func:`probe_health` of the icnn checkpoint at ``path`` (of step ``step`` of a root
+    of steps, default: the latest): what ``icnn inspect --health`` and
+    ``icnn_cli.health`` report."""
+    from icnn_cli.checkpoint.layout import locate
+
+    checkpoint_path = locate(path, step).checkpoint.path
+    return probe_health(load_model(checkpoint_path, config_parameter=None), points)
 
 
 def signal_layers(loaded: LoadedModel, points: int = DEFAULT_PROBE) -> list[LayerHealth]:

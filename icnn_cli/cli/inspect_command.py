@@ -139,15 +139,10 @@ def inspect(
                 lambda: render_markdown(summary, expand=expand, max_depth=depth),
             )
             return
-        from icnn_cli.analysis.health import DEFAULT_PROBE, probe_health
-        from icnn_cli.analysis.loading import load_model
-        from icnn_cli.checkpoint.layout import locate
+        from icnn_cli.analysis.health import DEFAULT_PROBE, checkpoint_health
         from icnn_cli.render.reports import render_health, render_health_markdown
 
-        checkpoint_path = locate(location, step).checkpoint.path
-        report = probe_health(
-            load_model(checkpoint_path, config_parameter=None), probe or DEFAULT_PROBE
-        )
+        report = checkpoint_health(location, step, probe or DEFAULT_PROBE)
         output.result(
             lambda: {**summary.as_json(max_depth=depth), "health": report.as_json()},
             lambda: Group(
