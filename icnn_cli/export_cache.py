@@ -154,13 +154,30 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def load_exported_init(key: ExportKey, init: InitConfig) -> Any:
+# The runners this process already compiled, by entry and device: a second init of the
+# same architecture in one process (icnn_cli.init in a loop, verify, a notebook) calls the
+# compiled program again instead of reading, deserializing and compiling the entry anew
+# (~80 ms on a 2-core CPU). The entry file's identity is part of the key, so an entry that
+# was rewritten or replaced since (by another process, or after a fallback) is read again.
+_COMPILED: dict[tuple[str, int, tuple[int, int, int]], Callable[[Any], Any]] = {}
+
+
+def _compiled_key(key: ExportKey, device_id: int) -> tuple[str, int, tuple[int, int, int]]:
+    status = key.path.stat()
+    return key.digest, device_id, (status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def load_exported_init(key: ExportKey, init: InitConfig, device_id: int = 0) -> Any:
     """The cached init as ``rngs -> variables``, or ``None`` when there is no usable entry.
 
     ``None`` for a missing entry (the first run of this architecture); for an unusable one
     too, after :func:`note_fallback`: the cold path then traces the init and rewrites it.
+    ``device_id`` is the device the init runs on (the key names only its kind).
     """
     try:
+        compiled_key = _compiled_key(key, device_id)
+        if compiled_key in _COMPILED:
+            return _COMPILED[compiled_key]
         raw = key.path.read_bytes()
     except FileNotFoundError:
         return None
@@ -178,12 +195,14 @@ def load_exported_init(key: ExportKey, init: InitConfig) -> Any:
         exported = jax.export.deserialize(bytearray(payload))
         structure = header["out_tree"]
         _check_structure(structure, len(exported.out_avals))
-        return _runner(exported, structure, init, header["custom_calls"] is not False)
+        runner = _runner(exported, structure, init, header["custom_calls"] is not False)
     # jax.export documents no error class for a program it cannot read back or compile
     # (flatbuffers, MLIR and XLA each raise their own): any of them falls back, said.
     except Exception as error:
         note_fallback(key, "does not load", error)
         return None
+    _COMPILED[compiled_key] = runner
+    return runner
 
 
 def export_and_store(
@@ -194,6 +213,7 @@ def export_and_store(
     rngs: Any,
     platform: str,
     probes: Any = None,
+    device_id: int = 0,
 ) -> Callable[[Any], Any]:
     """Export ``module``'s init, store it under ``key`` and return it as ``rngs -> variables``.
 
@@ -212,7 +232,10 @@ def export_and_store(
     _write_entry(key.path, header, payload)
     # Run the deserialized program, as a warm run will: the same lowering, so the same
     # persistent-cache entry and the same bits.
-    return _runner(jax.export.deserialize(bytearray(payload)), structure, init, custom_calls)
+    runner = _runner(jax.export.deserialize(bytearray(payload)), structure, init, custom_calls)
+    with contextlib.suppress(OSError):  # an entry that was not written is not remembered
+        _COMPILED[_compiled_key(key, device_id)] = runner
+    return runner
 
 
 def _lowering_platform(platform: str) -> str:

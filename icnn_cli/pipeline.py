@@ -156,7 +156,7 @@ def prepare_init_with_samples(
     )
     input_shape = config.resolved_input_shape()
     with default_device(device):
-        loaded = export_cache.load_exported_init(key, config.init)
+        loaded = export_cache.load_exported_init(key, config.init, device.id)
     if loaded is not None:
         return PreparedInit(
             config, device, loaded, sample_files, versions, exported="loaded", samples=samples
@@ -166,7 +166,14 @@ def prepare_init_with_samples(
         try:
             stream_keys, _ = rngs.derive_stream_keys(config.init)
             stored = export_cache.export_and_store(
-                key, module, config.init, input_shape, stream_keys, device.platform, probes
+                key,
+                module,
+                config.init,
+                input_shape,
+                stream_keys,
+                device.platform,
+                probes,
+                device.id,
             )
         except Exception as error:  # not exportable: the plain jit below traces it again
             export_cache.note_fallback(key, "is not exportable", error)

@@ -105,6 +105,28 @@ def test_second_prepare_loads_the_export_and_gives_the_same_checkpoint(small_con
             assert spec == other_spec
 
 
+def test_one_process_compiles_an_entry_once_until_it_changes(small_config, tmp_path, monkeypatch):
+    config, config_dir = small_config
+    cache = tmp_path / "cache"
+    compiled = []
+    runner = export_cache._runner
+    monkeypatch.setattr(export_cache, "_runner", lambda *a: compiled.append(1) or runner(*a))
+
+    first = prepare_init(config, config_dir, None, cache)
+    again = [prepare_init(config, config_dir, None, cache) for _ in range(3)]
+
+    assert len(compiled) == 1, "the stored entry's program is the one later inits call"
+    assert [prepared.exported for prepared in again] == ["loaded"] * 3
+    for prepared in again:
+        assert_trees_identical(initialize_seed(prepared, 5)[0], initialize_seed(first, 5)[0])
+    (entry,) = entries(cache)
+    # replaced, as every writer of an entry does (another process, after a fallback): read anew
+    (tmp_path / "replacement").write_bytes(entry.read_bytes())
+    os.replace(tmp_path / "replacement", entry)
+    assert prepare_init(config, config_dir, None, cache).exported == "loaded"
+    assert len(compiled) == 2
+
+
 def test_a_damaged_entry_is_ignored_rewritten_and_counted(small_config, tmp_path, capsys):
     config, config_dir = small_config
     cache = tmp_path / "cache"
