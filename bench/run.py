@@ -13,8 +13,14 @@ scales them to 64 (64 real runs take 5-13 minutes on a 2-core machine, most of
 ``make bench``'s 15-minute budget); pass 64 to time them all.
 
 Item 8 (``bench/bench_init_recipes.py``) trains OTT's ``W2NeuralDual`` from each
-``init.recipe``: 36 short trainings, about 15-30 minutes on a shared 2-core machine; leave it
-out with ``--only 1,2,3,4,5,6``. (Item 7, the GPU check, is on main.)
+``init.recipe``: 36 short trainings, about 40 minutes on a 2-core machine; leave it out with
+``--only 1,2,3,4,5,6,7,10``. Item 10 (``bench/bench_python_api.py``) times
+``icnn_cli.init`` in a loop. Item 9, the GPU check (``bench/gpu_check.py``), runs by hand on
+a GPU machine; its results file is kept verbatim.
+
+With ``--only``, the sections of the items named are replaced in the existing
+BENCHMARKS.md and the others kept, with a line in the header saying what was re-run, when
+and under what load.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -739,6 +746,14 @@ def bench_init_recipes(report: Report) -> None:
     print(section, flush=True)
 
 
+def bench_python_api(repeats: int, report: Report) -> None:
+    """``icnn_cli.init`` in a loop over seeds beside the plain jitted loop, in one process each."""
+    argv = [PYTHON, str(BENCH / "bench_python_api.py"), "--repeats", str(repeats)]
+    section = run(argv).stdout
+    report.sections.append(section)
+    print(section, flush=True)
+
+
 def bench_help(repeats: int, report: Report) -> None:
     times = medians(
         {
@@ -757,6 +772,32 @@ def bench_help(repeats: int, report: Report) -> None:
     )
 
 
+ITEMS = ("1", "2", "3", "4", "5", "6", "7", "8", "10")  # 9 is the GPU check, run by hand
+SECTION_ITEM = re.compile(r"## (\d+)[a-z]?\. ")
+
+
+def merged_report(
+    existing: str, fresh: list[str], only: set[str], kept: list[str], note: str
+) -> str:
+    """``existing`` BENCHMARKS.md with the sections of the items in ``only`` replaced by
+    ``fresh`` (a partial run, ``--only``), the kept result files re-read, and ``note`` (what
+    was re-run, when, under what load) added to the header."""
+    header, *sections = re.split(r"(?m)^(?=## )", existing)
+    kept_titles = {text.splitlines()[0] for text in kept}
+    sections = [
+        section
+        for section in sections
+        if section.splitlines()[0] not in kept_titles
+        and not ((match := SECTION_ITEM.match(section)) and match.group(1) in only)
+    ]
+    # an earlier partial run's note goes when everything it re-ran is re-run now
+    for earlier in re.finditer(r"(?m)^Items ([\d, ]+) re-run on .*\n*", header):
+        if set(earlier.group(1).split(", ")) <= only:
+            header = header.replace(earlier.group(0), "")
+    header = header.rstrip("\n") + "\n\n" + note + "\n\n"
+    return header + "\n".join(section.rstrip("\n") + "\n" for section in [*sections, *fresh, *kept])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement")
@@ -769,7 +810,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--only", help="comma-separated items to run, e.g. 1,5")
     args = parser.parse_args()
-    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "7", "8"}
+    only = set(args.only.split(",")) if args.only else set(ITEMS)
     report = Report()
     load_before = load_average()
     started = time.perf_counter()
@@ -795,7 +836,23 @@ def main() -> None:
             bench_verify(work, args.repeats, report)
         if "8" in only:
             bench_init_recipes(report)
+        if "10" in only:
+            bench_python_api(args.repeats, report)
     elapsed = time.perf_counter() - started
+    # Measured where make bench cannot (a GPU machine) or by hand (a profile): kept verbatim.
+    kept = [path.read_text() for path in sorted(REPO.glob("bench/*_results.md"))]
+    if only != set(ITEMS) and args.out.exists():
+        note = (
+            f"Items {', '.join(sorted(only, key=int))} re-run on "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (`bench/run.py --only "
+            f"{','.join(sorted(only, key=int))}`, {elapsed / 60:.1f} min, load average "
+            f"before: {load_before}; after: {load_average()}); the other sections are from "
+            "the run the table above describes."
+        )
+        text = merged_report(args.out.read_text(), report.sections, only, kept, note)
+        args.out.write_text(text)
+        print(f"bench: updated items {sorted(only, key=int)} of {args.out}")
+        return
     header = [
         "# Benchmarks",
         "",
@@ -814,8 +871,6 @@ def main() -> None:
         "the same time, which slows both sides of every comparison.",
         "",
     ]
-    # Measured where make bench cannot (a GPU machine) or by hand (a profile): kept verbatim.
-    kept = [path.read_text() for path in sorted(REPO.glob("bench/*_results.md"))]
     args.out.write_text("\n".join(header) + "\n" + "\n".join([*report.sections, *kept]))
     print(f"bench: wrote {args.out} in {elapsed / 60:.1f} min")
 
