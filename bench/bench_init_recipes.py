@@ -101,7 +101,19 @@ def prepared_inits(dim: int, depth: int) -> dict[str, object]:
     return prepared
 
 
-def run_problem(dim: int, depth: int, steps: list[int], seeds: int) -> list[dict]:
+def run_problem(
+    dim: int,
+    depth: int,
+    steps: list[int],
+    seeds: int,
+    conjugate_iterations: int = CONJUGATE_ITERATIONS,
+    deadline: float = float("inf"),
+    rows_file: Path | None = None,
+    recipes: tuple[str, ...] = RECIPES,
+) -> list[dict]:
+    """Train from each recipe, seed by seed (all recipes of a seed before the next seed, so
+    a run stopped at ``deadline``, a ``time.perf_counter()`` value, still compares them);
+    each row is also appended to ``rows_file`` as one JSON line when it is done."""
     import jax
     from ott.neural.methods.neuraldual import W2NeuralDual
     from ott.neural.networks.layers.conjugate import FenchelConjugateLBFGS
@@ -119,8 +131,8 @@ def run_problem(dim: int, depth: int, steps: list[int], seeds: int) -> list[dict
         rng=jax.random.key(0),
         conjugate_solver=FenchelConjugateLBFGS(
             gtol=1e-5,
-            max_iter=CONJUGATE_ITERATIONS,
-            max_linesearch_iter=CONJUGATE_ITERATIONS,
+            max_iter=conjugate_iterations,
+            max_linesearch_iter=conjugate_iterations,
             linesearch_type="backtracking",
         ),
     )
@@ -128,8 +140,10 @@ def run_problem(dim: int, depth: int, steps: list[int], seeds: int) -> list[dict
     source_points = sampler(problem["mean_s"], problem["cov_s"], seed=98)
     held_out = np.concatenate([next(source_points) for _ in range(HELD_OUT // BATCH)])
     rows = []
-    for recipe in RECIPES:
-        for seed in range(seeds):
+    for seed in range(seeds):
+        if time.perf_counter() > deadline:
+            break
+        for recipe in recipes:
             params_f = initialize_seed(prepared[recipe], seed)[0]["params"]
             params_g = initialize_seed(prepared[recipe], seed + G_SEED_OFFSET)[0]["params"]
             solver.state_f = fresh_f.replace(
@@ -149,6 +163,12 @@ def run_problem(dim: int, depth: int, steps: list[int], seeds: int) -> list[dict
                 errors[checkpoint] = relative_error(
                     module, solver.state_f.params, problem, held_out
                 )
+                if rows_file is not None and checkpoint != steps[-1]:
+                    progress = {"dim": dim, "depth": depth, "recipe": recipe, "seed": seed}
+                    progress.update(errors=errors, partial=True)
+                    progress["train_seconds"] = time.perf_counter() - started
+                    with rows_file.open("a") as file:
+                        file.write(json.dumps(progress) + "\n")
             rows.append(
                 {
                     "dim": dim,
@@ -160,6 +180,9 @@ def run_problem(dim: int, depth: int, steps: list[int], seeds: int) -> list[dict
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            if rows_file is not None:
+                with rows_file.open("a") as file:
+                    file.write(json.dumps(rows[-1]) + "\n")
     return rows
 
 
@@ -170,26 +193,40 @@ def markdown(rows: list[dict], steps: list[int]) -> str:
     keys = sorted({(row["dim"], row["depth"]) for row in rows})
     for dim, depth in keys:
         group = [row for row in rows if (row["dim"], row["depth"]) == (dim, depth)]
-        best = {
-            step: min(
-                statistics.median(r["errors"][step] for r in group if r["recipe"] == recipe)
-                for recipe in RECIPES
-            )
+        present = [recipe for recipe in RECIPES if any(r["recipe"] == recipe for r in group)]
+        medians = {
+            (recipe, step): statistics.median(values)
+            for recipe in present
             for step in columns
+            if (
+                values := [
+                    r["errors"][step]
+                    for r in group
+                    if r["recipe"] == recipe and step in r["errors"]
+                ]
+            )
         }
-        for recipe in RECIPES:
+        best = {
+            step: min(medians[recipe, step] for recipe in present if (recipe, step) in medians)
+            for step in columns
+            if any((recipe, step) in medians for recipe in present)
+        }
+        for recipe in present:
             cells = []
             for step in columns:
-                median = statistics.median(
-                    row["errors"][step] for row in group if row["recipe"] == recipe
-                )
+                if (recipe, step) not in medians:
+                    cells.append("")
+                    continue
+                median = medians[recipe, step]
                 text = f"{median:.3g}"
                 cells.append(f"**{text}**" if median == best[step] else text)
             lines.append(f"| {dim} | {depth} | {recipe} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def section(table: str, seeds: int, seconds: float) -> str:
+def section(
+    table: str, seeds: int, seconds: float, conjugate_iterations: int = CONJUGATE_ITERATIONS
+) -> str:
     """The BENCHMARKS.md section (item 8 of ``make bench``)."""
     return (
         "## 8. Training from each init recipe (`bench/bench_init_recipes.py`)\n\n"
@@ -198,14 +235,28 @@ def section(table: str, seeds: int, seconds: float) -> str:
         "Gaussian-to-Gaussian problem (random means, covariances with eigenvalues in [0.5, 2]) "
         "whose Brenier map T is known in closed form. Same optimiser (OTT's default Adam 1e-4, "
         f"b1 0.5, b2 0.9), batches of {BATCH}, the same steps for every recipe; OTT's LBFGS "
-        f"conjugate solver capped at {CONJUGATE_ITERATIONS} iterations (its default 20 costs "
-        "about 1.7 s per step here; with no conjugate solver at all the training diverged from "
-        "every recipe). Cell: the median over "
+        f"conjugate solver at {conjugate_iterations} iterations and line-search steps (its "
+        "default is 20; 20 cost about 1.7 s per step on a 2-core CPU; with no conjugate solver "
+        "at all the training diverged from every recipe). Cell: the median over "
         f"{seeds} seeds of the relative map error E|grad f(x) - T(x)|^2 / E|T(x) - x|^2 on "
         f"{HELD_OUT} held-out source points (1.0 is the identity map; step 0 is the init "
         "itself); the best recipe of each problem and step in bold.\n\n"
         f"{table}\n\n({seconds / 60:.1f} min in all.)\n"
     )
+
+
+def report_rows(files: list[Path], steps: list[int], conjugate_iterations: int) -> str:
+    """The section for rows written by several runs (``--rows``): each seed's latest row."""
+    latest: dict[tuple, dict] = {}
+    for path in files:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            row["errors"] = {int(step): error for step, error in row["errors"].items()}
+            latest[row["dim"], row["depth"], row["recipe"], row["seed"]] = row
+    rows = list(latest.values())
+    seeds = max(row["seed"] for row in rows) + 1
+    seconds = max(row["train_seconds"] for row in rows)
+    return section(markdown(rows, steps), seeds, seconds, conjugate_iterations)
 
 
 def main() -> None:
@@ -215,14 +266,56 @@ def main() -> None:
     parser.add_argument("--dims", default=",".join(map(str, DIMS)))
     parser.add_argument("--depths", default=",".join(map(str, DEPTHS)))
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--conjugate-iterations",
+        type=int,
+        default=CONJUGATE_ITERATIONS,
+        help="LBFGS iterations and line-search steps of the conjugate solver (OTT's default: 20)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=float("inf"),
+        help="seconds after which no new seed starts (the rows done so far are reported)",
+    )
+    parser.add_argument(
+        "--rows",
+        type=Path,
+        help="append each row here as JSON lines, and a partial one at each earlier step",
+    )
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        help="print the table of these --rows files (runs in parallel, one per recipe) instead",
+    )
     arguments = parser.parse_args()
     steps = [int(step) for step in arguments.steps.split(",")]
+    if arguments.report:
+        print(report_rows(arguments.report, steps, arguments.conjugate_iterations))
+        return
     rows = []
     started = time.perf_counter()
+    deadline = started + arguments.time_limit
     for dim in map(int, arguments.dims.split(",")):
         for depth in map(int, arguments.depths.split(",")):
-            rows += run_problem(dim, depth, steps, arguments.seeds)
-    print(section(markdown(rows, steps), arguments.seeds, time.perf_counter() - started))
+            rows += run_problem(
+                dim,
+                depth,
+                steps,
+                arguments.seeds,
+                arguments.conjugate_iterations,
+                deadline,
+                arguments.rows,
+                tuple(arguments.recipes.split(",")),
+            )
+    seeds = min(
+        sum(1 for row in rows if (row["dim"], row["depth"], row["recipe"]) == key)
+        for key in {(row["dim"], row["depth"], row["recipe"]) for row in rows}
+    )
+    seconds = time.perf_counter() - started
+    print(section(markdown(rows, steps), seeds, seconds, arguments.conjugate_iterations))
     if arguments.out:
         arguments.out.write_text(json.dumps({"steps": steps, "rows": rows}, indent=1) + "\n")
 
