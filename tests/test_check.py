@@ -257,3 +257,119 @@ def test_small_models_compile_quickly_and_large_ones_at_the_default_level():
 
     assert compiler_options(small) == QUICK_COMPILE
     assert compiler_options(large) is None
+
+
+# --- several checkpoints -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory):
+    """Two certified checkpoints (pos_weights, seeds 0 and 1) and a violated one (OTT's default)."""
+    from typer.testing import CliRunner
+
+    from icnn_cli.cli import app
+
+    directory = tmp_path_factory.mktemp("several")
+    runner = CliRunner()
+    made = []
+    for name, model, seed in (
+        ("pos0", tiny_model(pos_weights=True), 0),
+        ("pos1", tiny_model(pos_weights=True), 1),
+        ("neg", tiny_model(dim_hidden=[16, 16]), 7),
+    ):
+        config = directory / f"{name}.yaml"
+        config.write_text(json.dumps({"model": model}))
+        out = directory / name
+        args = ["init", "-c", str(config), "--seed", str(seed), "--out", str(out)]
+        assert runner.invoke(app, args).exit_code == 0
+        made.append(out)
+    return made
+
+
+def test_several_certified_checkpoints_exit_0_with_one_document(icnn, three_checkpoints):
+    pos0, pos1, _ = three_checkpoints
+
+    result = icnn("check", pos0, pos1, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["ok"] is True
+    assert document["summary"] == {
+        "checkpoints": 2,
+        "certified": 2,
+        "violated": 0,
+        "uncertified": 0,
+        "unreadable": 0,
+    }
+    for path, entry in zip((pos0, pos1), document["checkpoints"], strict=True):
+        alone = json.loads(icnn("check", path, "--json").stdout)
+        assert entry == {"path": str(path), **alone}
+    assert "2 checkpoints: 2 certified, 0 violated, 0 uncertified" in result.stderr
+
+
+@pytest.mark.slow  # two counterexample searches: 2.6 s of CPU on a warm cache (--cpu-durations)
+def test_one_violated_checkpoint_among_several_exits_1_with_its_own_report(icnn, three_checkpoints):
+    pos0, pos1, neg = three_checkpoints
+    options = ["--samples", "256", "--seed", "3"]
+
+    result = icnn("check", pos0, neg, pos1, *options, "--json")
+    text = icnn("check", pos0, neg, pos1, *options)
+
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert document["ok"] is False
+    assert [entry["verdict"] for entry in document["checkpoints"]] == [
+        "certified",
+        "violated",
+        "certified",
+    ]
+    alone = json.loads(icnn("check", neg, *options, "--json").stdout)
+    assert document["checkpoints"][1] == {"path": str(neg), **alone}
+    assert text.exit_code == 1
+    assert (
+        text.stdout.index(str(pos0)) < text.stdout.index("violated") < text.stdout.index(str(pos1))
+    )
+    assert text.stderr.splitlines()[-1] == (
+        "icnn: 3 checkpoints: 2 certified, 1 violated, 0 uncertified"
+    )
+
+
+def test_a_damaged_checkpoint_among_several_is_unreadable_and_the_rest_are_checked(
+    icnn, three_checkpoints, tmp_path
+):
+    import shutil
+
+    from tests.helpers import flip_bytes
+
+    pos0, pos1, _ = three_checkpoints
+    damaged = tmp_path / "damaged"
+    shutil.copytree(pos0, damaged)
+    flip_bytes(damaged)
+
+    result = icnn("check", damaged, pos1, "--json")
+
+    assert result.exit_code == 1
+    first, second = json.loads(result.stdout)["checkpoints"]
+    assert first["path"] == str(damaged) and first["verdict"] == "unreadable"
+    assert "fingerprint" in first["problem"] or "damaged" in first["problem"]
+    assert second["verdict"] == "certified"
+    assert "2 checkpoints: 1 certified, 0 violated, 0 uncertified, 1 unreadable" in result.stderr
+
+
+def test_bad_input_among_several_is_refused_before_any_check(icnn, three_checkpoints, tmp_path):
+    pos0, pos1, _ = three_checkpoints
+    foreign = tmp_path / "foreign"
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(foreign.absolute(), {"params": {"w": np.ones(3, np.float32)}})
+    (tmp_path / "empty").mkdir()
+
+    for paths, message in (
+        ([pos0, tmp_path / "empty", pos1], str(tmp_path / "empty")),
+        ([pos0, foreign], "no embedded icnn spec"),
+    ):
+        result = icnn("check", *paths, "--json")
+
+        assert result.exit_code == 2
+        assert result.stdout == ""
+        assert message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "--config CFG.yaml" in result.stderr

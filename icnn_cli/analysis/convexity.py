@@ -29,12 +29,16 @@ from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 from icnn_cli import model as icnn_model
-from icnn_cli.analysis.loading import LoadedModel
+from icnn_cli.analysis.loading import LoadedModel, load_model, no_spec, open_all
+from icnn_cli.checkpoint.spec import parse_spec
+from icnn_cli.checkpoint.storage import StoragePath
+from icnn_cli.errors import RuntimeFailure
 
 Verdict = Literal["certified", "violated", "uncertified"]
 CERTIFIED: Verdict = "certified"
 VIOLATED: Verdict = "violated"
 UNCERTIFIED: Verdict = "uncertified"
+UNREADABLE = "unreadable"  # one checkpoint of several could not be loaded (damaged, missing)
 
 DEFAULT_SAMPLES = 2048  # random chord tests per input scale
 DEFAULT_SEED = 0
@@ -495,3 +499,91 @@ def check_model(
         f"{curvature}, but convexity is not proven either."
     )
     return ConvexityReport(UNCERTIFIED, fails, checks, None, min_eigenvalue)
+
+
+# --- several checkpoints -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointCheck:
+    """One checkpoint of ``icnn check PATH...``: its report, or why it could not be loaded."""
+
+    path: str
+    report: ConvexityReport | None
+    problem: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        return self.report.verdict if self.report is not None else UNREADABLE
+
+    def as_json(self) -> dict[str, Any]:
+        if self.report is None:
+            return {"path": self.path, "verdict": UNREADABLE, "problem": self.problem}
+        return {"path": self.path, **self.report.as_json()}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckOutcome:
+    """Every checkpoint's check, in the order the paths were given."""
+
+    checks: list[CheckpointCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.verdict == CERTIFIED for check in self.checks)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        verdicts = (CERTIFIED, VIOLATED, UNCERTIFIED, UNREADABLE)
+        counts = {verdict: 0 for verdict in verdicts}
+        for check in self.checks:
+            counts[check.verdict] += 1
+        return {"checkpoints": len(self.checks), **counts}
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "summary": self.summary,
+            "checkpoints": [check.as_json() for check in self.checks],
+        }
+
+
+def check_checkpoints(
+    paths: Sequence[StoragePath],
+    config_path: Any = None,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = DEFAULT_SEED,
+    on_check: Any = None,
+) -> CheckOutcome:
+    """:func:`check_model` of each checkpoint, one loaded at a time.
+
+    Bad input is refused before any search: a path that is no checkpoint, or one without
+    an embedded spec when no ``config_path`` gives the architecture. A checkpoint that
+    cannot be loaded (damaged, a file missing) is a finding of its own check
+    (``unreadable``), and the others are still checked. Checkpoints of one architecture
+    share the search's compiled programs. ``on_check(check)`` hears about each as it is done.
+    """
+    opened = open_all(list(paths))
+    if config_path is None:
+        for path, checkpoint in zip(paths, opened, strict=True):
+            if checkpoint is not None and _without_spec(checkpoint):
+                raise no_spec(path, "config")
+    checks = []
+    for path in paths:
+        try:
+            loaded = load_model(path, config_path)
+        except RuntimeFailure as error:
+            check = CheckpointCheck(str(path), None, error.message)
+        else:
+            check = CheckpointCheck(str(path), check_model(loaded, samples, seed))
+        checks.append(check)
+        if on_check is not None:
+            on_check(check)
+    return CheckOutcome(checks)
+
+
+def _without_spec(checkpoint: Any) -> bool:
+    try:
+        return parse_spec(checkpoint.custom_metadata, str(checkpoint.path)) is None
+    except RuntimeFailure:  # a malformed spec: load_model reports it as that checkpoint's finding
+        return False

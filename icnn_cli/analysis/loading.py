@@ -16,12 +16,13 @@ from typing import Any
 
 from icnn_cli import model
 from icnn_cli.checkpoint.consistency import read_consistently
-from icnn_cli.checkpoint.layout import open_checkpoint
+from icnn_cli.checkpoint.layout import Checkpoint, open_checkpoint
+from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec, SampleSpec
-from icnn_cli.checkpoint.storage import StoragePath, storage_path
+from icnn_cli.checkpoint.storage import StoragePath, is_remote, storage_path
 from icnn_cli.config import IcnnConfig, ModelConfig
-from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint, param
+from icnn_cli.errors import DamagedCheckpoint, IcnnError, NotACheckpoint, is_bad_input, param
 from icnn_cli.tree_paths import flatten_with_paths
 from icnn_cli.validation_errors import describe_validation_error
 
@@ -162,12 +163,7 @@ def _load_model(
     spec = reader.spec
     if config_path is None:
         if spec is None:
-            hint = (
-                f"; give its architecture with {param(config_parameter)} CFG.yaml"
-                if config_parameter
-                else ""
-            )
-            raise NotACheckpoint(f"{path}: no embedded icnn spec (not written by icnn init){hint}")
+            raise no_spec(path, config_parameter)
         config = spec_config(spec, path)
         samples = recorded_samples(spec, config.model.dim_data)
         structure = samples
@@ -183,6 +179,16 @@ def _load_model(
     params = {"params": variables.get("params", variables)}
     _check_architecture(path, config_path, module, config.model.dim_data, params)
     return LoadedModel(config.model, module, params, samples, variables)
+
+
+def no_spec(path: StoragePath, config_parameter: str | None) -> NotACheckpoint:
+    """The error for a checkpoint without a spec where no architecture config was given."""
+    hint = (
+        f"; give its architecture with {param(config_parameter)} CFG.yaml"
+        if config_parameter
+        else ""
+    )
+    return NotACheckpoint(f"{path}: no embedded icnn spec (not written by icnn init){hint}")
 
 
 def _check_architecture(
@@ -208,3 +214,31 @@ def _check_architecture(
     extra = sorted("/".join(parts) for parts in set(found) - set(wanted))
     if extra:
         raise IcnnError(f"{path}: does not match {source}: unexpected array {extra[0]}")
+
+
+PARALLEL_OPENS = 8  # object storage: many small metadata reads, each one round trip
+
+
+def open_all(paths: list[StoragePath]) -> list[Checkpoint | None]:
+    """Open every checkpoint's metadata (several at a time in object storage).
+
+    Raises the first bad-input error (not a checkpoint, refused) in the order of
+    ``paths``; a damaged checkpoint gives ``None``: damage is a finding of its report.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def opened(path: StoragePath) -> Checkpoint | IcnnError | None:
+        try:
+            return open_checkpoint(path)
+        except IcnnError as error:
+            return None if not is_bad_input(error) else error
+
+    if sum(is_remote(path) for path in paths) > 1:
+        with quiet_absl(), ThreadPoolExecutor(min(PARALLEL_OPENS, len(paths))) as pool:
+            results = list(pool.map(opened, paths))
+    else:
+        results = [opened(path) for path in paths]
+    for result in results:
+        if isinstance(result, IcnnError):
+            raise result
+    return [result for result in results if not isinstance(result, IcnnError)]

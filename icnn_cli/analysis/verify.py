@@ -29,12 +29,13 @@ from typing import Any, Literal
 from icnn_cli.analysis.compare import bit_identical, value_differences
 from icnn_cli.analysis.loading import (
     missing_sample_file,
+    open_all,
     recorded_samples,
     spec_config,
     unchanged_sample,
 )
 from icnn_cli.checkpoint.consistency import read_consistently
-from icnn_cli.checkpoint.layout import Checkpoint, open_checkpoint
+from icnn_cli.checkpoint.layout import Checkpoint
 from icnn_cli.checkpoint.metadata import quiet_absl
 from icnn_cli.checkpoint.reader import CheckpointReader
 from icnn_cli.checkpoint.spec import CheckpointSpec, parse_spec
@@ -351,34 +352,6 @@ def _report(
     reproduced, note = _reproduced(reader, path, reruns)
     comparison = _compare_stored_with(iter(stored.arrays), reproduced, atol)
     return _finished_report(path, reader, reproduced, note, comparison, atol)
-
-
-PARALLEL_OPENS = 8  # object storage: many small metadata reads, each one round trip
-
-
-def open_all(paths: list[StoragePath]) -> list[Checkpoint | None]:
-    """Open every checkpoint's metadata (several at a time in object storage).
-
-    Raises the first bad-input error (not a checkpoint, refused) in the order of
-    ``paths``; a damaged checkpoint gives ``None``: damage is a finding of its report.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    def opened(path: StoragePath) -> Checkpoint | IcnnError | None:
-        try:
-            return open_checkpoint(path)
-        except IcnnError as error:
-            return None if not is_bad_input(error) else error
-
-    if sum(is_remote(path) for path in paths) > 1:
-        with quiet_absl(), ThreadPoolExecutor(min(PARALLEL_OPENS, len(paths))) as pool:
-            results = list(pool.map(opened, paths))
-    else:
-        results = [opened(path) for path in paths]
-    for result in results:
-        if isinstance(result, IcnnError):
-            raise result
-    return [result for result in results if not isinstance(result, IcnnError)]
 
 
 def _group_key(checkpoint: Checkpoint | None) -> str | None:

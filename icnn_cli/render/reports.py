@@ -21,7 +21,7 @@ from icnn_cli.render.table import (
 )
 
 if TYPE_CHECKING:
-    from icnn_cli.analysis.convexity import ConvexityReport
+    from icnn_cli.analysis.convexity import CheckOutcome, ConvexityReport
     from icnn_cli.analysis.diff import DiffReport, LeafDiff
     from icnn_cli.analysis.health import ConvexityAtInit, HealthReport, LayerHealth, Verdict
     from icnn_cli.analysis.verify import VerifyReport, VerifySummary
@@ -136,6 +136,32 @@ def render_convexity(report: ConvexityReport) -> Any:
         ]
         parts += [_text(""), _text("counterexample", "bold"), rich_facts(facts)]
     return _group(*parts)
+
+
+def render_checks(outcome: CheckOutcome) -> Any:
+    """Each checkpoint of ``icnn check PATH...``: its path, then its report."""
+    parts: list[Any] = []
+    for check in outcome.checks:
+        if parts:
+            parts.append(_text(""))
+        parts.append(_text(check.path, "bold"))
+        if check.report is None:
+            parts.append(_text(f"{check.verdict}: {check.problem}", "bold red"))
+        else:
+            parts.append(render_convexity(check.report))
+    return _group(*parts)
+
+
+def check_summary_line(outcome: CheckOutcome) -> str:
+    """``3 checkpoints: 1 certified, 2 violated, 0 uncertified`` (and any unreadable)."""
+    counts = outcome.summary
+    line = (
+        f"{counts['checkpoints']} checkpoints: {counts['certified']} certified, "
+        f"{counts['violated']} violated, {counts['uncertified']} uncertified"
+    )
+    if counts["unreadable"]:
+        line += f", {counts['unreadable']} unreadable"
+    return line
 
 
 # --- inspect --health ----------------------------------------------------------------------------
