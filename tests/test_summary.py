@@ -196,6 +196,16 @@ def test_combined_stats_equal_the_stats_of_the_concatenation():
     assert combined.negative_fraction == pytest.approx(expected.negative_fraction)
 
 
+def test_combined_std_of_values_far_from_zero_keeps_its_digits():
+    # a module's biases all near 1e4 with a spread of 1e-3: E[x^2] - mean^2 loses it all
+    rng = np.random.default_rng(0)
+    parts = [1e4 + 1e-3 * rng.standard_normal(size) for size in (100, 300, 50)]
+
+    combined = combine_stats([(leaf_statistics(part), part.size) for part in parts])
+
+    assert combined.std == pytest.approx(np.concatenate(parts).std(), rel=1e-6)
+
+
 def test_format_bytes():
     assert [format_bytes(n) for n in (0, 1023, 1024, 5 * 2**20, 3 * 2**30)] == [
         "0 B",

@@ -96,8 +96,10 @@ def combine_stats(parts: Sequence[tuple[LeafStats, int]]) -> LeafStats:
     total = sum(size for _, size in parts)
     if count:
         mean = sum(stats.mean * n for stats, n in finite if n) / count
-        second = sum((stats.std**2 + stats.mean**2) * n for stats, n in finite if n) / count
-        std = math.sqrt(max(second - mean**2, 0.0))
+        # within-part plus between-part variance (Chan et al.): E[x^2] - mean^2 would cancel
+        # catastrophically for values far from zero with a small spread
+        variance = sum((stats.std**2 + (stats.mean - mean) ** 2) * n for stats, n in finite if n)
+        std = math.sqrt(variance / count)
         low = min(stats.min for stats, n in finite if n)
         high = max(stats.max for stats, n in finite if n)
     else:
