@@ -112,6 +112,27 @@ def _write_entries_atomically() -> None:
     setattr(module, CACHE_HOOK, get_file_cache)
 
 
+def write_cache_file(path: Path, data: bytes) -> bool:
+    """Write ``path`` whole or not at all (a temporary file beside it, then a rename).
+
+    False when it could not be written: an unwritable cache never stops an init, it only
+    costs the next run its compile.
+    """
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+            os.chmod(temporary, ENTRY_MODE)  # as JAX's own entries, not mkstemp's 0600
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError:
+        return False
+    return True
+
+
 class AtomicEntries:
     """JAX's unbounded file cache, each entry written whole or not at all.
 
@@ -140,18 +161,8 @@ class AtomicEntries:
         damaged = key in self._read
         if entry.exists() and not damaged:
             return
-        try:
-            descriptor, temporary = tempfile.mkstemp(dir=self._path, prefix=".tmp-", suffix=".part")
-            try:
-                with os.fdopen(descriptor, "wb") as file:
-                    file.write(value)
-                os.chmod(temporary, ENTRY_MODE)  # as JAX's own entries, not mkstemp's 0600
-                os.replace(temporary, entry)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
-        except OSError:
-            return  # an unwritable cache never stops an init; it only costs the next compile
+        if not write_cache_file(entry, value):
+            return
         if damaged:
             self._read.discard(key)
             REPLACED.append(entry.name)

@@ -35,11 +35,11 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from icnn_cli.compile_cache import write_cache_file
 from icnn_cli.config import IcnnConfig, InitConfig
 from icnn_cli.errors import first_line
 from icnn_cli.jitted_init import cast_floating, dummy_input, init_function
@@ -430,13 +430,6 @@ def _write_entry(path: Path, header: dict[str, Any], payload: bytes) -> None:
     data = hashlib.sha256(body).hexdigest().encode() + b"\n" + body
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
     except OSError:
-        pass  # an unwritable cache must never stop an init
+        return  # an unwritable cache must never stop an init
+    write_cache_file(path, data)
