@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # the writer is a subprocess that imports JAX
 
 WRITER = textwrap.dedent(
     """
-    import sys, icnn_cli
+    import sys, time, icnn_cli
     config, out, stop = sys.argv[1], sys.argv[2], sys.argv[3]
     import pathlib
     swaps = 0
@@ -30,8 +30,14 @@ WRITER = textwrap.dedent(
         icnn_cli.init(config, seed=1 + swaps % 2, out=out, force=True)
         swaps += 1
         print(swaps, flush=True)
+        time.sleep(PAUSE)
     """
 )
+# Between two replacements. A reader slower than the writer's period cannot finish, by
+# design (it gives up after 5 replaced reads in a row, README "Readers beside a writer"):
+# with no pause, the init in a warm process (a few ms) made the period shorter than a read
+# on a loaded machine. Twice a second is still far more often than any CI job rewrites.
+WRITER_PAUSE_SECONDS = 0.5
 
 
 @pytest.fixture
@@ -42,7 +48,14 @@ def looping_writer(write_config, tmp_path):
     stop = tmp_path / "stop"
     log = open(tmp_path / "writer.log", "w")  # noqa: SIM115 - closed below
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(config), str(out), str(stop)],
+        [
+            sys.executable,
+            "-c",
+            f"PAUSE = {WRITER_PAUSE_SECONDS}\n{WRITER}",
+            str(config),
+            str(out),
+            str(stop),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
