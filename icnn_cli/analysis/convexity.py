@@ -25,11 +25,13 @@ refinement are one argument, read top to bottom.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from icnn_cli import model as icnn_model
 from icnn_cli.analysis.loading import LoadedModel, load_model, no_spec, open_all
+from icnn_cli.checkpoint.layout import Checkpoint
 from icnn_cli.checkpoint.spec import parse_spec
 from icnn_cli.checkpoint.storage import StoragePath
 from icnn_cli.errors import RuntimeFailure
@@ -550,10 +552,10 @@ class CheckOutcome:
 
 def check_checkpoints(
     paths: Sequence[StoragePath],
-    config_path: Any = None,
+    config_path: Path | None = None,
     samples: int = DEFAULT_SAMPLES,
     seed: int = DEFAULT_SEED,
-    on_check: Any = None,
+    on_check: Callable[[CheckpointCheck], None] | None = None,
 ) -> CheckOutcome:
     """:func:`check_model` of each checkpoint, one loaded at a time.
 
@@ -582,7 +584,7 @@ def check_checkpoints(
     return CheckOutcome(checks)
 
 
-def _without_spec(checkpoint: Any) -> bool:
+def _without_spec(checkpoint: Checkpoint) -> bool:
     try:
         return parse_spec(checkpoint.custom_metadata, str(checkpoint.path)) is None
     except RuntimeFailure:  # a malformed spec: load_model reports it as that checkpoint's finding
